@@ -1,0 +1,1 @@
+"""Neural network modules: SPADE normalization, generators, discriminator, encoder, VGG19."""
