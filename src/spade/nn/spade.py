@@ -1,0 +1,84 @@
+"""Spatially-adaptive normalization (SPADE) and the SPADE residual block.
+
+SPADE (paper Sec. 3.1, Eq. 1, Fig. 2): normalize activations with a parameter-free norm, then
+modulate them per pixel, ``x̂ · (1 + γ(m)) + β(m)``, where γ and β are tensors predicted from the
+semantic map ``m`` by a small conv net (shared conv + ReLU, then a γ conv and a β conv). Because
+γ and β vary per pixel, the normalization no longer washes the layout away (Fig. 3).
+
+Parameter and buffer names follow the official implementation so that its weights load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from .norm import ParamFreeKind, param_free_norm
+
+
+class SPADE(nn.Module):
+    """One SPADE layer (Fig. 2)."""
+
+    def __init__(
+        self,
+        norm_channels: int,             # channels of the activations being normalized
+        label_channels: int,            # channels of the semantic map (one-hot + don't-care + edges)
+        param_free: ParamFreeKind = "syncbatch",  # the parameter-free norm
+        kernel_size: int = 3,           # kernel of the label network's convs
+        hidden_channels: int = 128,     # the label network's width; fixed at 128 in the official code
+    ):
+        super().__init__()
+        self.param_free_norm = param_free_norm(param_free, norm_channels, affine=False)
+        padding = kernel_size // 2
+        self.mlp_shared = nn.Sequential(
+            nn.Conv2d(label_channels, hidden_channels, kernel_size, padding=padding), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
+        self.mlp_beta = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        normalized = self.param_free_norm(x)
+        # Nearest resizing of the one-hot map to this layer's resolution (official: 'nearest').
+        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
+        actv = self.mlp_shared(segmap)
+        gamma = self.mlp_gamma(actv)
+        beta = self.mlp_beta(actv)
+        return normalized * (1 + gamma) + beta  # Eq. 1
+
+
+class SPADEResnetBlock(nn.Module):
+    """The SPADE residual block (Fig. 4, left): two SPADE-ReLU-conv units, and a learned
+    SPADE-conv shortcut when the channel count changes."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        label_channels: int,
+        param_free: ParamFreeKind = "syncbatch",
+        kernel_size: int = 3,           # SPADE label-network kernel
+        spectral: bool = True,          # spectral norm on conv_0, conv_1, conv_s (not on SPADE convs)
+        hidden_channels: int = 128,
+    ):
+        super().__init__()
+        self.learned_shortcut = in_channels != out_channels
+        middle = min(in_channels, out_channels)
+        wrap = spectral_norm if spectral else (lambda m: m)
+        self.conv_0 = wrap(nn.Conv2d(in_channels, middle, 3, padding=1))
+        self.conv_1 = wrap(nn.Conv2d(middle, out_channels, 3, padding=1))
+        if self.learned_shortcut:
+            self.conv_s = wrap(nn.Conv2d(in_channels, out_channels, 1, bias=False))
+        spade_args = dict(label_channels=label_channels, param_free=param_free,
+                          kernel_size=kernel_size, hidden_channels=hidden_channels)
+        self.norm_0 = SPADE(in_channels, **spade_args)
+        self.norm_1 = SPADE(middle, **spade_args)
+        if self.learned_shortcut:
+            self.norm_s = SPADE(in_channels, **spade_args)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        # The shortcut has no activation after norm_s (official code).
+        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        return x_s + dx
