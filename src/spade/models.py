@@ -14,6 +14,7 @@ from .config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, ModelCo
 from .nn.discriminator import MultiscaleDiscriminator
 from .nn.encoder import ConvEncoder
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
+from .nn.init import init_weights
 from .semantics import semantic_channels
 
 
@@ -69,10 +70,15 @@ class Networks:
         return self
 
 
-def build_networks(config: ModelConfig) -> Networks:
-    return Networks(
+def build_networks(config: ModelConfig, init_type: str = "xavier", init_gain: float = 0.02) -> Networks:
+    """Networks with the official initialization (``--init_type``, ``--init_variance``)."""
+    networks = Networks(
         config=config,
         generator=build_generator(config.generator, config.semantics),
         discriminator=None if config.discriminator is None else build_discriminator(config.discriminator, config.semantics),
         encoder=None if config.encoder is None else build_encoder(config.encoder),
     )
+    for net in (networks.generator, networks.discriminator, networks.encoder):
+        if net is not None:
+            init_weights(net, init_type, init_gain)
+    return networks

@@ -1,0 +1,128 @@
+"""The ``spade`` command line.
+
+Subcommands map flags onto the library; the official option names (``--gpu_ids``,
+``--which_epoch``, ``--checkpoints_dir``...) are accepted where they make sense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+
+LABEL_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
+
+
+def device_from_gpu_ids(gpu_ids: str | None) -> torch.device:
+    """Official ``--gpu_ids``: '-1' for CPU, '0' (or '0,1': the first is used here) for CUDA."""
+    if gpu_ids is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    first = gpu_ids.split(",")[0].strip()
+    if int(first) < 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--gpu_ids {gpu_ids}: CUDA is not available here; use --gpu_ids -1 for the CPU")
+    return torch.device(f"cuda:{int(first)}")
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Files as given; folders give their label-map files in sorted order."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in LABEL_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"{path}: no such file or folder")
+    if not files:
+        raise SystemExit(f"no label maps found in {', '.join(paths)}")
+    return files
+
+
+def write_gallery(out: Path, rows: list[tuple[str, str, str]]) -> None:
+    """An index.html with one row per input: label | output."""
+    cells = "\n".join(
+        f"<tr><td>{html.escape(name)}</td><td><img src='{html.escape(label)}'></td>"
+        f"<td><img src='{html.escape(image)}'></td></tr>" for name, label, image in rows)
+    page = ("<!doctype html><meta charset='utf-8'><title>spade synthesize</title>"
+            "<style>body{font-family:sans-serif}img{max-width:512px;image-rendering:pixelated}"
+            "td{padding:4px;vertical-align:top}</style>"
+            f"<table><tr><th>input</th><th>label map</th><th>synthesized</th></tr>\n{cells}</table>\n")
+    (out / "index.html").write_text(page)
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from .imageio import read_id_map, save_png_atomic
+    from .inference import Synthesizer
+
+    synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
+                                              epoch=args.which_epoch)
+    labels = expand_inputs(args.labels)
+    instances: list[Path | None] = [None] * len(labels)
+    if args.instances:
+        inst_dir = Path(args.instances)
+        instances = [inst_dir / p.name for p in labels]
+        for path in instances:
+            if not path.is_file():
+                raise SystemExit(f"{path}: no instance map for this label map in {inst_dir}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index, (label, instance) in enumerate(tqdm(list(zip(labels, instances)), desc="synthesize", unit="img")):
+        seed = None if args.seed is None else args.seed + index
+        try:
+            image = synthesizer(label, instance, seed=seed)[0]
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        name = f"{label.stem}.png"
+        save_png_atomic(image, out / name)
+        rows.append((label.name, f"labels/{label.stem}.png", name))
+        _save_label_preview(read_id_map(label), out / "labels" / f"{label.stem}.png")
+    write_gallery(out, rows)
+    print(f"wrote {len(rows)} images and index.html to {out}")
+    return 0
+
+
+def _save_label_preview(ids: torch.Tensor, path: Path) -> None:
+    """A colour picture of a label map (a fixed pseudo-random colour per id) for the gallery."""
+    from PIL import Image
+
+    from .imageio import save_png_atomic
+
+    generator = torch.Generator().manual_seed(0)
+    colours = torch.randint(0, 256, (int(ids.max()) + 1, 3), generator=generator, dtype=torch.uint8)
+    save_png_atomic(Image.fromarray(colours[ids].numpy(), mode="RGB"), path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spade", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"spade {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synthesize", help="turn label maps into images")
+    synth.add_argument("labels", nargs="+", help="label-map PNG files (class ids) or folders of them")
+    synth.add_argument("--checkpoint", required=True, help="an official checkpoint folder (opt.txt + *_net_G.pth)")
+    synth.add_argument("--out", required=True, help="output folder (PNG files and index.html)")
+    synth.add_argument("--instances", help="folder of instance maps with the label maps' file names")
+    synth.add_argument("--which_epoch", default="latest", help="checkpoint epoch to load (official name)")
+    synth.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    synth.add_argument("--seed", type=int, default=None, help="random style seed (models with an encoder)")
+    synth.set_defaults(run=cmd_synthesize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

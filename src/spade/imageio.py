@@ -1,0 +1,64 @@
+"""Reading label maps, instance maps and images from files, and writing images atomically.
+
+Label and instance maps are integer maps (8-bit grayscale or palette PNGs, 16/32-bit PNGs); a
+colour (RGB) label map is refused with an error naming the file, since class ids cannot be read
+from colours without knowing the palette. Images are RGB, mapped to [-1, 1] as the networks expect.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+_INTEGER_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        image = Image.open(path)
+        image.load()
+    except Exception as error:
+        raise ValueError(f"{path}: cannot read it as an image ({error})") from error
+    return image
+
+
+def read_id_map(path: str | os.PathLike, what: str = "label map") -> torch.Tensor:
+    """An H×W int64 tensor of the ids stored in an integer image (label or instance map)."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode not in _INTEGER_MODES:
+        raise ValueError(f"{path}: a {what} must hold one integer id per pixel (grayscale, palette-index "
+                         f"or 16/32-bit PNG), got an image of mode {image.mode!r}")
+    return torch.from_numpy(np.array(image, dtype=np.int64))
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """A 3×H×W float tensor in [-1, 1] from an image file."""
+    image = _open(Path(path)).convert("RGB")
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """3×H×W in [-1, 1] → an 8-bit RGB PIL image (rounded, as the official ``tensor2im`` does not:
+    it truncates; rounding is the unbiased choice for display)."""
+    array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> None:
+    """Write a PNG via a temporary file and a rename: it appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,173 @@
+"""Losses against values recorded from the official NVlabs/SPADE implementation
+(``shared/fixtures/official_spade/losses.pt``), plus error paths of the VGG loader."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from spade.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, gan_loss,
+                          kl_divergence)
+from spade.nn.vgg import (VGG_WEIGHTS_ENV, VGG19Features, VGGWeightsMissingError, load_vgg19,
+                          resolve_vgg19_path)
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official_spade"
+LOSSES_FILE = FIXTURES / "losses.pt"
+
+
+@pytest.fixture(scope="module")
+def official() -> dict:
+    if not LOSSES_FILE.is_file():
+        pytest.skip(f"official SPADE loss fixture not found at {LOSSES_FILE}")
+    return torch.load(LOSSES_FILE, weights_only=True)
+
+
+def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| <= 1e-4 * max(|expected|); returns the observed max diff."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    diff = (actual.double() - expected.double()).abs().max().item()
+    scale = max(expected.double().abs().max().item(), 1e-12)
+    assert diff <= 1e-4 * scale, f"max abs diff {diff:.3e} > 1e-4 * {scale:.3e}"
+    return diff
+
+
+def recipe_state_dict() -> dict[str, torch.Tensor]:
+    """The fixture's ``weights_recipe``, as a torchvision-style vgg19 state dict."""
+    state: dict[str, torch.Tensor] = {}
+    for i, (key, p) in enumerate(VGG19Features().state_dict().items()):
+        scale = 0.05 if key.endswith("weight") else 0.01
+        state[key] = scale * torch.sin(0.37 * torch.arange(p.numel(), dtype=torch.float32) + i).view(p.shape)
+    # Entries a real torchvision file also has and the loader must ignore.
+    state["classifier.0.weight"] = torch.zeros(4, 7)
+    state["classifier.0.bias"] = torch.zeros(4)
+    return state
+
+
+@pytest.mark.parametrize("mode", GAN_MODES)
+def test_gan_loss_matches_official(official: dict, mode: str) -> None:
+    case = official[mode]
+    pred = case["pred"]
+    cases = {"D_real": (True, True), "D_fake": (False, True), "G": (True, False)}
+    for name, (target_is_real, for_d) in cases.items():
+        got = gan_loss(pred, target_is_real, for_discriminator=for_d, mode=mode)
+        diff = assert_close_rel(got, case[name])
+        print(f"{mode} {name}: max abs diff {diff:.3e}")
+
+
+def test_generator_hinge_loss_must_target_real() -> None:
+    with pytest.raises(ValueError, match="real"):
+        gan_loss(torch.zeros(2, 1, 3, 3), target_is_real=False, for_discriminator=False, mode="hinge")
+
+
+def test_unknown_gan_mode() -> None:
+    with pytest.raises(ValueError, match="'wgan'.*hinge"):
+        gan_loss(torch.zeros(1), True, mode="wgan")
+
+
+def test_kl_divergence_matches_official(official: dict) -> None:
+    case = official["kld"]
+    diff = assert_close_rel(kl_divergence(case["mu"], case["logvar"]), case["value"])
+    print(f"kld: max abs diff {diff:.3e}")
+
+
+def test_feature_matching_by_hand() -> None:
+    # Two scales; the last entry of each is the prediction and must be ignored.
+    fake = [[torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]), torch.tensor([100.0])],
+            [torch.tensor([3.0]), torch.tensor([-50.0])]]
+    real = [[torch.tensor([0.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.0])],
+            [torch.tensor([1.0]), torch.tensor([0.0])]]
+    # scale 0: L1 = mean(|1|,|2|) = 1.5 and mean(|-1|,|3|) = 2.0; scale 1: |2| = 2.0.
+    # Each term * weight / num_D = 10 / 2 = 5: (1.5 + 2.0 + 2.0) * 5 = 27.5.
+    got = feature_matching_loss(fake, real, weight=10.0)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(27.5)
+
+
+def test_feature_matching_detaches_real() -> None:
+    fake = [[torch.ones(3, requires_grad=True), torch.zeros(1)]]
+    real = [[torch.zeros(3, requires_grad=True), torch.zeros(1)]]
+    feature_matching_loss(fake, real).sum().backward()
+    assert fake[0][0].grad is not None and real[0][0].grad is None
+
+
+def test_vgg_loss_matches_official(official: dict, tmp_path: Path) -> None:
+    case = official["vgg"]
+    weights_file = tmp_path / "vgg19-recipe.pth"
+    torch.save(recipe_state_dict(), weights_file)
+    loss_fn = VGGPerceptualLoss(load_vgg19(weights_file))
+    with torch.no_grad():
+        got = loss_fn(case["x"], case["y"])
+    diff = assert_close_rel(got, case["value"])
+    print(f"vgg: max abs diff {diff:.3e}")
+
+
+def test_vgg_loss_gradients_reach_input_only(tmp_path: Path) -> None:
+    weights_file = tmp_path / "vgg19.pth"
+    torch.save(recipe_state_dict(), weights_file)
+    vgg = load_vgg19(weights_file)
+    assert not vgg.training
+    assert all(not p.requires_grad for p in vgg.parameters())
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    y = torch.rand(1, 3, 32, 32)
+    VGGPerceptualLoss(vgg)(x, y).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in vgg.parameters())
+
+
+def test_vgg_layout_matches_torchvision() -> None:
+    vgg = VGG19Features()
+    convs = [i for i, m in enumerate(vgg.features) if isinstance(m, torch.nn.Conv2d)]
+    pools = [i for i, m in enumerate(vgg.features) if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(vgg.features) == 30
+    assert convs == [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28]
+    assert pools == [4, 9, 18, 27]
+    shapes = [o.shape[1:] for o in vgg(torch.zeros(1, 3, 32, 32))]
+    assert shapes == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]
+
+
+def test_load_vgg19_accepts_unprefixed_keys(tmp_path: Path) -> None:
+    state = {k.removeprefix("features."): v for k, v in recipe_state_dict().items()}
+    state["32.weight"] = torch.zeros(1)  # beyond relu5_1 (torchvision's conv5_2): ignored
+    weights_file = tmp_path / "plain.pth"
+    torch.save(state, weights_file)
+    vgg = load_vgg19(weights_file)
+    assert torch.equal(vgg.features[28].bias, state["28.bias"])
+
+
+def test_load_vgg19_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "vgg19-dcbb9e9d.pth"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        load_vgg19(missing)
+
+
+def test_load_vgg19_wrong_shape_names_key(tmp_path: Path) -> None:
+    state = recipe_state_dict()
+    state["features.5.weight"] = torch.zeros(128, 64, 5, 5)
+    weights_file = tmp_path / "bad.pth"
+    torch.save(state, weights_file)
+    with pytest.raises(ValueError, match=r"features\.5\.weight") as info:
+        load_vgg19(weights_file)
+    assert "bad.pth" in str(info.value)
+
+
+def test_load_vgg19_missing_key_names_key(tmp_path: Path) -> None:
+    state = recipe_state_dict()
+    del state["features.28.bias"]
+    weights_file = tmp_path / "short.pth"
+    torch.save(state, weights_file)
+    with pytest.raises(ValueError, match=r"features\.28\.bias") as info:
+        load_vgg19(weights_file)
+    assert "short.pth" in str(info.value)
+
+
+def test_resolve_vgg19_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(VGG_WEIGHTS_ENV, raising=False)
+    with pytest.raises(VGGWeightsMissingError, match="--no_vgg_loss") as info:
+        resolve_vgg19_path(None)
+    assert "--vgg_path" in str(info.value) and VGG_WEIGHTS_ENV in str(info.value)
+    assert resolve_vgg19_path(str(tmp_path / "a.pth")) == tmp_path / "a.pth"
+    monkeypatch.setenv(VGG_WEIGHTS_ENV, str(tmp_path / "b.pth"))
+    assert resolve_vgg19_path(None) == tmp_path / "b.pth"

@@ -1,0 +1,180 @@
+"""Networks on tiny configs: norm specs, shapes, the uniform-map property (Fig. 3), VAE sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from spade.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spade.models import build_networks
+from spade.nn.discriminator import MultiscaleDiscriminator
+from spade.nn.encoder import ConvEncoder, reparameterize
+from spade.nn.generator import Pix2PixHDGenerator, SPADEGenerator, latent_size
+from spade.nn.norm import NormSpec, add_norm, convert_sync_batchnorm, parse_norm_spec
+from spade.semantics import one_hot
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("spectralspadesyncbatch3x3", NormSpec(True, True, "syncbatch", 3)),
+    ("spadeinstance5x5", NormSpec(False, True, "instance", 5)),
+    ("spadebatch3x3", NormSpec(False, True, "batch", 3)),
+    ("spectralinstance", NormSpec(True, False, "instance")),
+    ("instance", NormSpec(False, False, "instance")),
+    ("sync_batch", NormSpec(False, False, "syncbatch")),
+    ("spectral", NormSpec(True, False, "none")),
+    ("none", NormSpec(False, False, "none")),
+])
+def test_parse_norm_spec(text, expected):
+    spec = parse_norm_spec(text)
+    assert spec == expected
+    assert parse_norm_spec(str(spec)) == spec
+
+
+@pytest.mark.parametrize("text", ["spadegroup3x3", "spectralspadeinstance3x5", "spadeinstance4x4", "layer", "spade"])
+def test_bad_norm_specs_are_refused(text):
+    with pytest.raises(ValueError, match=text):
+        parse_norm_spec(text)
+
+
+@pytest.mark.parametrize("text", ["instance", "batch", "none", "spectralinstance", "spectralsync_batch"])
+def test_plain_norms_build_without_the_official_crash(text):
+    """Non-spectral specs crash the official get_nonspade_norm_layer (its issue #58)."""
+    layer = add_norm(nn.Conv2d(3, 4, 3), parse_norm_spec(text))
+    assert layer(torch.randn(2, 3, 8, 8)).shape == (2, 4, 6, 6)
+    keys = set(layer.state_dict())
+    assert ("0.weight_orig" in keys or "weight_orig" in keys) == text.startswith("spectral")
+
+
+def test_sync_batchnorm_is_plain_batchnorm_without_a_process_group():
+    g = SPADEGenerator(5, ngf=2, crop_size=32, norm="spectralspadesyncbatch3x3")
+    assert convert_sync_batchnorm(g) is g
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in g.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in g.modules())
+
+
+def _seg(n=2, classes=5, h=32, w=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return one_hot(torch.randint(0, classes, (n, 1, h, w), generator=generator), classes, False)
+
+
+@pytest.mark.parametrize("up, crop, aspect", [("normal", 64, 1.0), ("more", 128, 1.0), ("most", 256, 1.0), ("normal", 128, 2.0)])
+def test_spade_generator_shapes(up, crop, aspect):
+    h, w = latent_size(crop, aspect, up)
+    g = SPADEGenerator(5, ngf=2, crop_size=crop, aspect_ratio=aspect, num_upsampling_layers=up,
+                       norm="spadeinstance3x3", spade_hidden=8)
+    seg = _seg(h=round(crop / aspect), w=crop)
+    out = g(seg)
+    assert out.shape == (2, 3, round(crop / aspect), crop)
+    assert out.abs().max() <= 1
+    assert hasattr(g, "up_4") == (up == "most")
+
+
+def test_random_style_sampling_works_on_cpu_and_is_seeded():
+    """use_vae without z fails on CPU in the official code (get_device() is -1)."""
+    g = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=8, norm="spectralspadebatch3x3", spade_hidden=8).eval()
+    seg = _seg()
+    a = g(seg, generator=torch.Generator().manual_seed(3))
+    b = g(seg, generator=torch.Generator().manual_seed(3))
+    c = g(seg, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_spade_block_learned_shortcut_only_when_widths_differ():
+    g = SPADEGenerator(5, ngf=2, crop_size=32, norm="spadeinstance3x3", spade_hidden=8)
+    assert not g.head_0.learned_shortcut and not hasattr(g.head_0, "conv_s")
+    assert g.up_0.learned_shortcut and g.up_0.conv_s.bias is None
+
+
+def test_uniform_label_maps_fig3():
+    """Fig. 3: on a label map of one class, pix2pixHD's first instance norm turns the input into
+    zeros whatever the class, so its output is the same for every class; SPADE's depends on it.
+
+    In float32 the first norm leaves a residue of ~1e-5 (the mean of a constant map is off by an
+    ulp, times 1/sqrt(eps) ≈ 316), and each later instance norm amplifies such residues ~300×
+    again, so end-to-end outputs differ by rounding noise alone. The test therefore checks the
+    paper's argument in two exact steps: (1) the first normalized activation is zero up to that
+    residue for every class, though the conv before it differs by class; (2) with it set to exact
+    zero, the outputs for all classes are bit-identical: the label map has no other way in.
+    """
+    torch.manual_seed(0)
+    classes = 6
+    spade = build_networks(ModelConfig(SemanticsConfig(classes, False, False),
+                                       GeneratorConfig(ngf=4, crop_size=64, norm_G="spectralspadeinstance3x3",
+                                                       spade_hidden=16))).generator.eval()
+    p2p = build_networks(ModelConfig(SemanticsConfig(classes, False, False),
+                                     GeneratorConfig(netG="pix2pixhd", ngf=4, norm_G="instance",
+                                                     resnet_n_downsample=2, resnet_n_blocks=2))).generator.eval()
+    residues, conv_outputs = [], []
+
+    def zero_after_first_norm(module, inputs, output):
+        residues.append(float(output.abs().max()))
+        return torch.zeros_like(output)
+
+    first_conv, first_norm = p2p.model[1][0], p2p.model[1][1]
+    first_conv.register_forward_hook(lambda m, i, o: conv_outputs.append(o[0, :, 0, 0].clone()))
+    first_norm.register_forward_hook(zero_after_first_norm)
+    with torch.no_grad():
+        # The official init (xavier, gain 0.02) makes every output nearly 0; use a visible scale.
+        for net in (spade, p2p):
+            for p in net.parameters():
+                nn.init.normal_(p, 0.0, 0.2)
+        maps = [one_hot(torch.full((1, 1, 64, 64), c), classes, False) for c in range(classes)]
+        p2p_out = torch.cat([p2p(m) for m in maps])
+        spade_out = torch.cat([spade(m) for m in maps])
+    assert max(residues) < 1e-4, residues
+    assert min(float((c - conv_outputs[0]).abs().max()) for c in conv_outputs[1:]) > 0.01
+    assert p2p_out.abs().max() > 0.05  # a real image, not zeros
+    for c in range(1, classes):
+        assert torch.equal(p2p_out[c], p2p_out[0]), f"pix2pixHD output differs for class {c}"
+    spade_spread = float((spade_out - spade_out[:1]).abs().amax(dim=(1, 2, 3))[1:].min())
+    assert spade_spread > 0.1, spade_spread
+
+
+def test_pix2pixhd_generator_shapes_and_keys():
+    g = Pix2PixHDGenerator(7, ngf=4, n_downsample=2, n_blocks=1, norm="instance")
+    assert g(torch.rand(1, 7, 32, 48)).shape == (1, 3, 32, 48)
+    keys = set(g.state_dict())
+    assert "model.1.0.weight" in keys and "model.1.0.bias" not in keys  # conv bias dropped before a norm
+
+
+def test_discriminator_scales_and_features():
+    d = MultiscaleDiscriminator(8, ndf=4, n_layers=3, num_D=3, norm="spectralinstance")
+    out = d(torch.randn(2, 8, 64, 64))
+    assert len(out) == 3 and all(len(scale) == 4 for scale in out)
+    assert out[0][-1].shape[1] == 1
+    assert out[1][0].shape[-1] < out[0][0].shape[-1]
+    d.return_features = False
+    assert all(len(scale) == 1 for scale in d(torch.randn(1, 8, 64, 64)))
+
+
+@pytest.mark.parametrize("layers, size", [(5, 64), (6, 256)])
+def test_encoder_and_reparameterization(layers, size):
+    e = ConvEncoder(ndf=2, num_layers=layers, latent_dim=8, norm="spectralinstance")
+    mu, logvar = e(torch.rand(2, 3, size, size) * 2 - 1)
+    assert mu.shape == logvar.shape == (2, 8)
+    mu, logvar = torch.full((4000, 3), 2.0), torch.full((4000, 3), 2 * torch.log(torch.tensor(0.5)))
+    z = reparameterize(mu, logvar, torch.Generator().manual_seed(0))
+    assert abs(float(z.mean()) - 2.0) < 0.03 and abs(float(z.std()) - 0.5) < 0.03
+
+
+def test_gradients_reach_every_generator_parameter():
+    g = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=4, norm="spectralspadebatch3x3", spade_hidden=8)
+    g(_seg(), torch.randn(2, 4)).mean().backward()
+    missing = [n for n, p in g.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_build_networks_with_everything():
+    config = ModelConfig(SemanticsConfig(4, True, True),
+                         GeneratorConfig(ngf=2, crop_size=64, z_dim=8, spade_hidden=8),
+                         DiscriminatorConfig(ndf=4, num_D=2, n_layers_D=2),
+                         EncoderConfig(ndf=2, num_layers=5, latent_dim=8))
+    nets = build_networks(config)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    seg = one_hot(torch.randint(0, 5, (1, 1, 64, 64)), 4, True)
+    seg = torch.cat([seg, torch.zeros(1, 1, 64, 64)], 1)
+    mu, logvar = nets.encoder(torch.rand(1, 3, 64, 64))
+    image = nets.generator(seg, reparameterize(mu, logvar))
+    assert image.shape == (1, 3, 64, 64)
+    assert nets.discriminator(torch.cat([seg, image], 1))[0][-1].shape[1] == 1

@@ -1,0 +1,104 @@
+"""Parity with tensors recorded from the official SPADE implementation (see the fixtures' README)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spade.checkpoint import load_official
+from spade.inference import Synthesizer
+from spade.semantics import build_semantics
+
+from conftest import FIXTURE_NAMES, OFFICIAL, assert_close_to_reference, official_fixture
+
+
+def _loaded(name: str):
+    return load_official(OFFICIAL / f"{name}_checkpoint")
+
+
+def _semantics(fx: dict, networks) -> torch.Tensor:
+    s = networks.config.semantics
+    return build_semantics(fx["label"], s.label_nc, s.contain_dontcare_label, fx["instance"], s.use_instance)
+
+
+def _z(fx: dict, networks):
+    return fx["z"] if networks.config.generator.z_dim is not None else None
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_semantic_input_matches(name):
+    fx = official_fixture(name)
+    networks = _loaded(name).networks
+    semantics = _semantics(fx, networks)
+    assert semantics.shape[1] == fx["options"]["semantic_nc"]
+    if fx["semantics"] is not None:  # recorded only where small enough
+        assert torch.equal(semantics.bool(), fx["semantics"])
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_generator_eval_mode(name):
+    fx = official_fixture(name)
+    networks = _loaded(name).networks.eval()
+    with torch.no_grad():
+        out = networks.generator(_semantics(fx, networks), _z(fx, networks))
+    assert_close_to_reference(out, fx["G_eval_out"], f"{name} G eval")
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_generator_train_mode_and_buffers(name):
+    """Train mode: batch statistics, one spectral-norm power iteration, running stats updated."""
+    fx = official_fixture(name)
+    networks = _loaded(name).networks
+    generator = networks.generator.train()
+    with torch.no_grad():
+        out = generator(_semantics(fx, networks), _z(fx, networks))
+    assert_close_to_reference(out, fx["G_train_out"], f"{name} G train")
+    state = generator.state_dict()
+    recorded = fx["G_buffers_after_train_forward"]
+    assert len(recorded) > 0
+    for key, expected in recorded.items():
+        if key.endswith("num_batches_tracked"):
+            assert int(state[key]) == int(expected), key
+        else:
+            assert_close_to_reference(state[key], expected, f"{name} buffer {key}")
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_discriminator_features(name):
+    fx = official_fixture(name)
+    networks = _loaded(name).networks.eval()
+    with torch.no_grad():
+        scales = networks.discriminator(torch.cat([_semantics(fx, networks), fx["G_eval_out"]], dim=1))
+    recorded = fx["D_eval_out_on_fake"]
+    assert len(scales) == len(recorded)
+    for i, (features, expected_features) in enumerate(zip(scales, recorded)):
+        assert len(features) == len(expected_features)
+        for j, (feature, expected) in enumerate(zip(features, expected_features)):
+            assert_close_to_reference(feature, expected, f"{name} D scale {i} feature {j}")
+
+
+def test_encoder_mu_logvar():
+    fx = official_fixture("ade20k_vae_more")
+    networks = _loaded("ade20k_vae_more").networks.eval()
+    # The official encoder is 256 wide although z_dim is 32: loaded as it is.
+    assert networks.encoder.fc_mu.out_features == 256
+    assert networks.generator.z_dim == 32
+    with torch.no_grad():
+        mu, logvar = networks.encoder(fx["image"])
+    assert_close_to_reference(mu, fx["E_eval_out"][0], "E mu")
+    assert_close_to_reference(logvar, fx["E_eval_out"][1], "E logvar")
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_png_inputs_through_the_user_path(name):
+    """The label/instance PNGs in the checkpoint folder, through Synthesizer as a user calls it."""
+    fx = official_fixture(name)
+    folder = OFFICIAL / f"{name}_checkpoint"
+    synthesizer = Synthesizer.from_checkpoint(folder, device="cpu")
+    batch = fx["label"].shape[0]
+    outputs = []
+    for b in range(batch):
+        instance = folder / f"input_instance_{b}.png" if synthesizer.config.semantics.use_instance else None
+        z = fx["z"][b : b + 1] if synthesizer.config.generator.z_dim is not None else None
+        outputs.append(synthesizer.synthesize(folder / f"input_label_{b}.png", instance, z=z))
+    assert_close_to_reference(torch.cat(outputs), fx["G_eval_out"], f"{name} from PNG inputs")
