@@ -47,6 +47,24 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return files
 
 
+def match_instances(labels: list[Path], given: list[str] | None) -> list[Path | None]:
+    """Instance maps for the label maps: a folder (matched by file name) or files in order."""
+    if not given:
+        return [None] * len(labels)
+    if len(given) == 1 and Path(given[0]).is_dir():
+        folder = Path(given[0])
+        instances = [folder / label.name for label in labels]
+    else:
+        instances = [Path(p) for p in given]
+        if len(instances) != len(labels):
+            raise SystemExit(f"{len(instances)} instance maps for {len(labels)} label maps: give one per "
+                             "label map, in the same order, or a folder with the same file names")
+    for path in instances:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such instance map")
+    return instances
+
+
 def write_gallery(out: Path, rows: list[tuple[str, str, str]]) -> None:
     """An index.html with one row per input: label | output."""
     cells = "\n".join(
@@ -66,13 +84,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
                                               epoch=args.which_epoch)
     labels = expand_inputs(args.labels)
-    instances: list[Path | None] = [None] * len(labels)
-    if args.instances:
-        inst_dir = Path(args.instances)
-        instances = [inst_dir / p.name for p in labels]
-        for path in instances:
-            if not path.is_file():
-                raise SystemExit(f"{path}: no instance map for this label map in {inst_dir}")
+    instances = match_instances(labels, args.instances)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -111,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("labels", nargs="+", help="label-map PNG files (class ids) or folders of them")
     synth.add_argument("--checkpoint", required=True, help="an official checkpoint folder (opt.txt + *_net_G.pth)")
     synth.add_argument("--out", required=True, help="output folder (PNG files and index.html)")
-    synth.add_argument("--instances", help="folder of instance maps with the label maps' file names")
+    synth.add_argument("--instances", nargs="+", help="instance maps, one per label map in order, "
+                       "or a folder holding them under the label maps' file names")
     synth.add_argument("--which_epoch", default="latest", help="checkpoint epoch to load (official name)")
     synth.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
     synth.add_argument("--seed", type=int, default=None, help="random style seed (models with an encoder)")

@@ -45,11 +45,14 @@ OFFICIAL_DEFAULTS: dict[str, Any] = {
     "isTrain": None,
 }
 _BOOL_OPTIONS_WITH_NONE_DEFAULT = {"isTrain"}
+# Options of ours that the official code does not have (written to opt.txt only when they differ
+# from the official behaviour, so official-compatible models keep an official-looking opt.txt).
+EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128}
 
 
 def _parse_value(name: str, text: str) -> Any:
     """Turn an opt.txt value back into the option's type."""
-    default = OFFICIAL_DEFAULTS.get(name)
+    default = OFFICIAL_DEFAULTS.get(name, EXTENSION_DEFAULTS.get(name))
     if name in _BOOL_OPTIONS_WITH_NONE_DEFAULT or isinstance(default, bool):
         if text not in ("True", "False"):
             raise ValueError(f"option {name}: expected True or False, got {text!r}")
@@ -58,7 +61,7 @@ def _parse_value(name: str, text: str) -> Any:
         return int(text)
     if isinstance(default, float):
         return float(text)
-    if default is None and name not in OFFICIAL_DEFAULTS:
+    if default is None and name not in OFFICIAL_DEFAULTS and name not in EXTENSION_DEFAULTS:
         # An option we do not know (a newer official version, a fork): keep its most likely type.
         for cast in (int, float):
             try:
@@ -173,7 +176,7 @@ class ModelConfig:
 
 
 def _option(options: dict[str, Any], name: str) -> Any:
-    return options.get(name, OFFICIAL_DEFAULTS.get(name))
+    return options.get(name, OFFICIAL_DEFAULTS.get(name, EXTENSION_DEFAULTS.get(name)))
 
 
 def model_config_from_options(options: dict[str, Any], with_discriminator: bool = True,
@@ -193,6 +196,7 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
         crop_size=_option(options, "crop_size"), aspect_ratio=float(_option(options, "aspect_ratio")),
         num_upsampling_layers=_option(options, "num_upsampling_layers"),
         z_dim=_option(options, "z_dim") if use_vae and net == "spade" else None,
+        spade_hidden=_option(options, "spade_hidden"),
         **{name: _option(options, name) for name in ("resnet_n_downsample", "resnet_n_blocks",
                                                      "resnet_kernel_size", "resnet_initial_kernel_size")})
     discriminator = None
@@ -223,6 +227,8 @@ def options_from_model_config(config: ModelConfig) -> dict[str, Any]:
         resnet_kernel_size=g.resnet_kernel_size, resnet_initial_kernel_size=g.resnet_initial_kernel_size,
         label_nc=s.label_nc, contain_dontcare_label=s.contain_dontcare_label, no_instance=not s.use_instance,
     )
+    if g.spade_hidden != EXTENSION_DEFAULTS["spade_hidden"]:
+        options["spade_hidden"] = g.spade_hidden
     if config.discriminator is not None:
         d = config.discriminator
         options.update(ndf=d.ndf, n_layers_D=d.n_layers_D, num_D=d.num_D, norm_D=d.norm_D,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment in .venv, torch pinned (installed first, so pip never
+# pulls a multi-GB CUDA build as a dependency), then this package in editable mode with its test
+# extras. Re-runs are instant unless pyproject.toml or this script changed.
+#   SPADE_PYTHON       interpreter to create the venv with (default: python3; needs 3.11+)
+#   SPADE_TORCH_SPEC   torch requirement (default: torch==2.13.0, the CPU build; for CUDA, e.g.
+#                      "torch==2.13.0 --index-url <your CUDA wheel index>")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${SPADE_PYTHON:-python3}
+torch_spec=${SPADE_TORCH_SPEC:-torch==2.13.0}
+
+"$python" - <<'PY' || { echo "spade needs Python 3.11 or newer ($python is older)" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+stamp=.venv/.spade-setup-stamp
+want=$(cat pyproject.toml scripts/setup.sh | .venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')-$torch_spec
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setting up .venv ($torch_spec, then spade in editable mode)..."
+  # shellcheck disable=SC2086  # the spec may carry pip options
+  .venv/bin/python -m pip install -q --disable-pip-version-check $torch_spec
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  echo "$want" > "$stamp"
+fi
