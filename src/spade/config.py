@@ -236,3 +236,27 @@ def options_from_model_config(config: ModelConfig) -> dict[str, Any]:
     if config.encoder is not None:
         options.update(norm_E=config.encoder.norm_E)
     return options
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how samples are preprocessed (official option names)."""
+
+    dataset_mode: Literal["coco", "ade20k", "cityscapes", "custom"] = "custom"
+    dataroot: str = "./datasets/cityscapes/"
+    label_dir: str | None = None             # custom mode
+    image_dir: str | None = None             # custom mode
+    instance_dir: str | None = None          # custom mode, optional
+    phase: str = "train"                     # 'train' or 'test' ('val' folders for test)
+    preprocess_mode: str = "resize_and_crop"
+    load_size: int = 286
+    crop_size: int = 256
+    aspect_ratio: float = 1.0
+    no_flip: bool = False
+    is_train: bool = True                    # flips only when training (official)
+    label_nc: int = 182
+    contain_dontcare_label: bool = False
+    use_instance: bool = False
+    no_pairing_check: bool = False
+    max_dataset_size: int = 9223372036854775807
+    coco_no_portraits: bool = False
