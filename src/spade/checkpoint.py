@@ -1,13 +1,25 @@
-"""Checkpoints: the official layout (``{epoch}_net_G.pth`` + ``opt.txt``), both ways.
+"""Checkpoints: ours (a folder of safetensors + ``config.json`` + training state) and the
+official layout (``{epoch}_net_G.pth`` + ``opt.txt``), both ways.
 
 Official checkpoints load unchanged: their key names are ours. Every load uses
-``weights_only=True``; every write is atomic (temporary file, fsync, rename), so a process
-killed mid-write leaves the previous file intact.
+``weights_only=True``; every write is atomic (temporary file or folder, fsync, rename), so a
+process killed at any moment leaves the previous checkpoint intact and loadable.
+
+Our checkpoint folder::
+
+    config.json                 format, version, the ModelConfig, step/epoch, the run's configs
+    generator.safetensors       weights with the official key names
+    discriminator.safetensors   (when trained)
+    encoder.safetensors         (VAE models)
+    generator_ema.safetensors   (when an EMA generator is kept)
+    training_state.pt           optimizers, grad scaler, step, epoch, RNG states (weights_only)
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +27,9 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
 
 from .config import ModelConfig, model_config_from_options, options_from_model_config, read_opt_txt, write_opt_txt
 from .models import Networks, build_networks
@@ -107,7 +122,7 @@ def load_official(folder: str | os.PathLike, epoch: str = "latest", device: str 
         mu = states["encoder"].get("fc_mu.weight")
         if mu is not None:
             config = replace(config, encoder=replace(config.encoder, latent_dim=mu.shape[0]))
-    networks = build_networks(config)
+    networks = build_networks(config, init_type=None)
     for name, state in states.items():
         load_into(getattr(networks, name), state, str(paths[name]))
     return OfficialCheckpoint(folder=folder, options=options, networks=networks.to(device))
@@ -130,3 +145,121 @@ def save_official(folder: str | os.PathLike, networks: Networks, epoch: str = "l
 
 def model_config_of(checkpoint: OfficialCheckpoint) -> ModelConfig:
     return checkpoint.networks.config
+
+
+CHECKPOINT_FORMAT = "spade-checkpoint"
+CHECKPOINT_VERSION = 1
+_WEIGHT_FILES = {"generator": "generator.safetensors", "discriminator": "discriminator.safetensors",
+                 "encoder": "encoder.safetensors"}
+EMA_FILE = "generator_ema.safetensors"
+STATE_FILE = "training_state.pt"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()}
+
+
+def save_checkpoint(folder: str | os.PathLike, networks: Networks, *, ema_generator: nn.Module | None = None,
+                    training_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write our checkpoint folder atomically: everything goes to a temporary sibling folder,
+    each file is fsynced, then one rename makes the folder appear complete. An existing folder of
+    the same name is replaced only after the new one is complete on disk."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": networks.config.to_dict()}
+        meta.update(extra or {})
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for name, filename in _WEIGHT_FILES.items():
+            net = getattr(networks, name)
+            if net is not None:
+                save_safetensors(_contiguous_state(net), str(tmp / filename))
+        if ema_generator is not None:
+            save_safetensors(_contiguous_state(ema_generator), str(tmp / EMA_FILE))
+        if training_state is not None:
+            torch.save(training_state, tmp / STATE_FILE)
+        for path in tmp.iterdir():
+            _fsync_path(path)
+        _fsync_path(tmp)
+        if folder.exists():
+            trash = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(folder, trash)
+            os.replace(tmp, folder)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+        _fsync_path(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns."""
+
+    folder: Path
+    meta: dict[str, Any]
+    networks: Networks
+    ema_generator: nn.Module | None
+    training_state: dict[str, Any] | None
+
+
+def is_checkpoint_folder(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / "config.json").is_file() and (Path(folder) / _WEIGHT_FILES["generator"]).is_file()
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu",
+                    with_training_state: bool = True) -> Checkpoint:
+    """Rebuild the networks of one of our checkpoint folders from the folder alone."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: not a checkpoint folder (no config.json)")
+    try:
+        meta = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{config_path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    if meta.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"{config_path}: version {meta['version']} is newer than this spade reads "
+                         f"({CHECKPOINT_VERSION}); upgrade spade")
+    config = ModelConfig.from_dict(meta["model"])
+    networks = build_networks(config, init_type=None)
+    for name, filename in _WEIGHT_FILES.items():
+        net = getattr(networks, name)
+        path = folder / filename
+        if net is None:
+            continue
+        if not path.is_file():
+            if name == "generator":
+                raise FileNotFoundError(f"{path}: no such weights file")
+            setattr(networks, name, None)  # e.g. an exported generator-only checkpoint
+            continue
+        load_into(net, load_safetensors(str(path)), str(path))
+    ema = None
+    if (folder / EMA_FILE).is_file():
+        from .models import build_generator
+        ema = build_generator(config.generator, config.semantics)
+        load_into(ema, load_safetensors(str(folder / EMA_FILE)), str(folder / EMA_FILE))
+        ema.to(device)
+    state = None
+    if with_training_state and (folder / STATE_FILE).is_file():
+        try:
+            state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"{folder / STATE_FILE}: cannot read the training state ({error})") from error
+    return Checkpoint(folder=folder, meta=meta, networks=networks.to(device), ema_generator=ema,
+                      training_state=state)

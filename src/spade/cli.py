@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import sys
 from pathlib import Path
 
@@ -114,6 +115,73 @@ def _save_label_preview(ids: torch.Tensor, path: Path) -> None:
     save_png_atomic(Image.fromarray(colours[ids].numpy(), mode="RGB"), path)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .options import run_config_from_args
+    from .training.loop import TrainingDiverged, train
+
+    run = run_config_from_args(args)
+    if args.dry_run:
+        print(json.dumps(run.to_dict(), indent=2))
+        return 0
+    device = None if args.gpu_ids is None else device_from_gpu_ids(args.gpu_ids)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun each process takes the GPU of its LOCAL_RANK; --gpu_ids -1 means CPU.
+        device = torch.device("cpu") if args.gpu_ids is not None and args.gpu_ids.strip() == "-1" else None
+    elif args.gpu_ids is not None and "," in args.gpu_ids:
+        print(f"--gpu_ids {args.gpu_ids}: one process uses one GPU; for several, start with torchrun "
+              "(see the README)", file=sys.stderr)
+    try:
+        result = train(run, resume=bool(args.continue_train), device=device, progress=not args.no_progress)
+    except (TrainingDiverged, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"spade train: {error}") from None
+    except RuntimeError as error:
+        if type(error).__name__ == "VGGWeightsMissingError":
+            raise SystemExit(f"spade train: {error}") from None
+        raise
+    print(f"trained to step {result.step}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import save_official
+    from .models import Networks
+
+    checkpoint = load_any_checkpoint(args.checkpoint)
+    networks = checkpoint.networks
+    if args.ema:
+        if checkpoint.ema_generator is None:
+            raise SystemExit(f"{checkpoint.folder}: has no EMA generator")
+        networks = Networks(networks.config, checkpoint.ema_generator, networks.discriminator, networks.encoder)
+    save_official(args.official, networks, epoch=args.which_epoch)
+    print(f"wrote {args.which_epoch}_net_*.pth and opt.txt to {args.official}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .checkpoint import load_official, save_checkpoint
+
+    official = load_official(args.official, epoch=args.which_epoch)
+    save_checkpoint(args.out, official.networks, extra={"imported_from": str(args.official)})
+    print(f"wrote {args.out}")
+    return 0
+
+
+def load_any_checkpoint(path: str):
+    """Our checkpoint folder, or a run folder (its newest checkpoint)."""
+    from .checkpoint import is_checkpoint_folder, load_checkpoint
+    from .training.loop import CHECKPOINTS, latest_checkpoint
+
+    folder = Path(path)
+    if not is_checkpoint_folder(folder):
+        newest = latest_checkpoint(folder / CHECKPOINTS) if (folder / CHECKPOINTS).is_dir() else None
+        if newest is None:
+            raise SystemExit(f"{folder}: neither a checkpoint folder nor a run folder with checkpoints")
+        folder = newest
+    return load_checkpoint(folder, with_training_state=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spade", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"spade {__version__}")
@@ -129,6 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
     synth.add_argument("--seed", type=int, default=None, help="random style seed (models with an encoder)")
     synth.set_defaults(run=cmd_synthesize)
+
+    from .options import add_train_arguments
+
+    train = commands.add_parser("train", help="train SPADE or pix2pixHD (official option names)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_train_arguments(train)
+    train.set_defaults(run=cmd_train)
+
+    export = commands.add_parser("export", help="write a checkpoint in the official layout")
+    export.add_argument("checkpoint", help="our checkpoint folder, or a run folder (its newest checkpoint)")
+    export.add_argument("--official", required=True, help="output folder: {epoch}_net_{G,D,E}.pth + opt.txt")
+    export.add_argument("--which_epoch", default="latest")
+    export.add_argument("--ema", action="store_true", help="export the EMA generator as G")
+    export.set_defaults(run=cmd_export)
+
+    importer = commands.add_parser("import", help="turn an official checkpoint folder into ours")
+    importer.add_argument("official", help="official folder: opt.txt + {epoch}_net_G.pth ...")
+    importer.add_argument("--out", required=True, help="our checkpoint folder to write")
+    importer.add_argument("--which_epoch", default="latest")
+    importer.set_defaults(run=cmd_import)
     return parser
 
 

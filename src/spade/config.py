@@ -260,3 +260,70 @@ class DataConfig:
     no_pairing_check: bool = False
     max_dataset_size: int = 9223372036854775807
     coco_no_portraits: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss terms and weights of the generator objective (paper Sec. 3, Appendix A)."""
+
+    gan_mode: Literal["hinge", "ls", "original", "w"] = "hinge"
+    lambda_feat: float = 10.0                # feature matching (pix2pixHD)
+    lambda_vgg: float = 10.0                 # VGG19 perceptual loss
+    lambda_kld: float = 0.05                 # KL term of the image encoder
+    no_ganFeat_loss: bool = False
+    no_vgg_loss: bool = False
+    vgg_path: str | None = None              # torchvision vgg19 weights (or $SPADE_VGG19_WEIGHTS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimization and bookkeeping of a training run (official names where they exist).
+
+    Frequencies (``display_freq``, ``print_freq``, ``save_latest_freq``) count training images,
+    as in the official code; ``save_epoch_freq`` counts epochs.
+    """
+
+    run_dir: str = "./checkpoints/label2coco"
+    batch_size: int = 1                      # --batchSize: the global batch, split over DDP processes
+    lr: float = 0.0002
+    beta1: float = 0.0                       # used only with no_TTUR (whose defaults are 0.5 / 0.999)
+    beta2: float = 0.9
+    no_TTUR: bool = False                    # TTUR (Heusel et al.): G at lr/2, D at 2·lr, betas (0, 0.9)
+    niter: int = 50                          # epochs at the initial learning rate
+    niter_decay: int = 0                     # epochs of linear decay to 0 afterwards
+    D_steps_per_G: int = 1
+    max_steps: int | None = None             # stop after this many iterations (all epochs otherwise)
+    seed: int = 0
+    deterministic: bool = False              # deterministic algorithms; exact resume on CPU
+    ema: bool = False                        # keep an exponential moving average of G
+    ema_decay: float = 0.999
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    num_workers: int = 0                     # --nThreads
+    serial_batches: bool = False             # no shuffling
+    display_freq: int = 100
+    print_freq: int = 100
+    save_latest_freq: int = 5000
+    save_epoch_freq: int = 10
+    keep_checkpoints: int = 3                # latest step checkpoints kept (epoch ones are all kept)
+    init_type: str = "xavier"
+    init_variance: float = 0.02
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run is made of; saved as ``run_config.json`` in the run folder."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return cls(model=ModelConfig.from_dict(data["model"]), data=DataConfig(**data["data"]),
+                   loss=LossConfig(**data["loss"]), train=TrainConfig(**data["train"]))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import load_official
+from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official
 from .imageio import read_id_map, read_image, to_pil
 from .models import Networks
 from .nn.encoder import reparameterize
@@ -52,12 +52,24 @@ class Synthesizer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-                        epoch: str = "latest") -> "Synthesizer":
-        """Load an official checkpoint folder (``opt.txt`` + ``{epoch}_net_G.pth``)."""
+                        epoch: str = "latest", use_ema: bool = True) -> "Synthesizer":
+        """Load one of our checkpoint folders (the EMA generator when it has one and ``use_ema``),
+        a training run folder (its newest checkpoint), or an official folder (``opt.txt`` +
+        ``{epoch}_net_G.pth``)."""
         path = Path(path)
+        runs_newest = path / "checkpoints" / "latest"
+        if not is_checkpoint_folder(path) and runs_newest.is_file():
+            path = path / "checkpoints" / runs_newest.read_text().strip()
+        if is_checkpoint_folder(path):
+            checkpoint = load_checkpoint(path, with_training_state=False)
+            networks = checkpoint.networks
+            if use_ema and checkpoint.ema_generator is not None:
+                networks = Networks(networks.config, checkpoint.ema_generator, None, networks.encoder)
+            return cls(networks, device)
         if (path / "opt.txt").is_file():
             return cls(load_official(path, epoch=epoch).networks, device)
-        raise FileNotFoundError(f"{path}: not a checkpoint folder (expected opt.txt and {epoch}_net_G.pth)")
+        raise FileNotFoundError(f"{path}: not a checkpoint folder (expected config.json + generator.safetensors, "
+                                f"a run folder with checkpoints/, or an official opt.txt + {epoch}_net_G.pth)")
 
     @property
     def output_size(self) -> tuple[int, int]:

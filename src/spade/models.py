@@ -70,8 +70,9 @@ class Networks:
         return self
 
 
-def build_networks(config: ModelConfig, init_type: str = "xavier", init_gain: float = 0.02) -> Networks:
-    """Networks with the official initialization (``--init_type``, ``--init_variance``)."""
+def build_networks(config: ModelConfig, init_type: str | None = "xavier", init_gain: float = 0.02) -> Networks:
+    """Networks with the official initialization (``--init_type``, ``--init_variance``); None
+    skips it (weights about to be loaded)."""
     networks = Networks(
         config=config,
         generator=build_generator(config.generator, config.semantics),
@@ -79,6 +80,6 @@ def build_networks(config: ModelConfig, init_type: str = "xavier", init_gain: fl
         encoder=None if config.encoder is None else build_encoder(config.encoder),
     )
     for net in (networks.generator, networks.discriminator, networks.encoder):
-        if net is not None:
+        if net is not None and init_type is not None:
             init_weights(net, init_type, init_gain)
     return networks

@@ -1,0 +1,1 @@
+"""Training: the generator and discriminator steps, and the training loop."""

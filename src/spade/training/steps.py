@@ -1,0 +1,81 @@
+"""One generator step and one discriminator step of SPADE training (paper Sec. 3, Appendix A).
+
+Pure functions over the networks and a batch: they compute the losses of the official
+``Pix2PixModel`` (hinge GAN loss, feature matching, VGG perceptual loss, KL of the encoder)
+and return them as a dict; the loop does backward and the optimizer steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import LossConfig
+from ..losses import VGGPerceptualLoss, feature_matching_loss, gan_loss, kl_divergence
+from ..nn.encoder import reparameterize
+
+
+@dataclass
+class StepNetworks:
+    """The (possibly DDP-wrapped) networks a step runs."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    encoder: nn.Module | None = None
+    vgg_loss: VGGPerceptualLoss | None = None
+
+
+def generate(nets: StepNetworks, semantics: torch.Tensor, real: torch.Tensor, with_kld: bool,
+             lambda_kld: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fake images, and the weighted KL term when the encoder is used (official ``generate_fake``):
+    z is encoded from the real image and sampled by reparameterization (Sec. 3.3)."""
+    z, kld = None, None
+    if nets.encoder is not None:
+        mu, logvar = nets.encoder(real)
+        z = reparameterize(mu, logvar)
+        if with_kld:
+            kld = kl_divergence(mu, logvar) * lambda_kld
+    return nets.generator(semantics, z), kld
+
+
+def discriminate(discriminator: nn.Module, semantics: torch.Tensor, fake: torch.Tensor,
+                 real: torch.Tensor) -> tuple[list, list]:
+    """D on (semantics, fake) and (semantics, real) in one batch, as the official code does (so
+    batch-statistics norms and spectral-norm updates see the same thing), then split."""
+    fake_and_real = torch.cat([torch.cat([semantics, fake], dim=1), torch.cat([semantics, real], dim=1)], dim=0)
+    out = discriminator(fake_and_real)
+    half = fake.shape[0]
+    pred_fake = [[t[:half] for t in scale] for scale in out]
+    pred_real = [[t[half:] for t in scale] for scale in out]
+    return pred_fake, pred_real
+
+
+def generator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torch.Tensor,
+                     config: LossConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The generator's loss terms (each a scalar) and the fake images."""
+    fake, kld = generate(nets, semantics, real, with_kld=True, lambda_kld=config.lambda_kld)
+    losses: dict[str, torch.Tensor] = {}
+    if kld is not None:
+        losses["KLD"] = kld
+    pred_fake, pred_real = discriminate(nets.discriminator, semantics, fake, real)
+    losses["GAN"] = gan_loss(pred_fake, True, for_discriminator=False, mode=config.gan_mode).mean()
+    if not config.no_ganFeat_loss:
+        losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, config.lambda_feat).mean()
+    if not config.no_vgg_loss:
+        if nets.vgg_loss is None:
+            raise ValueError("the VGG loss is on but no VGG19 network was given")
+        losses["VGG"] = nets.vgg_loss(fake.float(), real.float()) * config.lambda_vgg
+    return losses, fake
+
+
+def discriminator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torch.Tensor,
+                         config: LossConfig) -> dict[str, torch.Tensor]:
+    """The discriminator's loss terms on a fake made without gradients (official)."""
+    with torch.no_grad():
+        fake, _ = generate(nets, semantics, real, with_kld=False, lambda_kld=config.lambda_kld)
+    fake = fake.detach().requires_grad_()
+    pred_fake, pred_real = discriminate(nets.discriminator, semantics, fake, real)
+    return {"D_Fake": gan_loss(pred_fake, False, for_discriminator=True, mode=config.gan_mode).mean(),
+            "D_real": gan_loss(pred_real, True, for_discriminator=True, mode=config.gan_mode).mean()}

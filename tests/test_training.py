@@ -1,0 +1,181 @@
+"""Training on the real COCO-Stuff samples with tiny networks: exact resume, SIGKILL while
+checkpointing, NaN stops, export/import, learning-rate schedule, the official command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spade.checkpoint import load_checkpoint, load_official
+from spade.cli import build_parser, main
+from spade.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, RunConfig,
+                          SemanticsConfig, TrainConfig)
+from spade.options import run_config_from_args
+from spade.training import loop
+from spade.training.loop import TrainingDiverged, latest_checkpoint, learning_rates, train
+
+from conftest import COCO_SAMPLES
+
+pytestmark = pytest.mark.skipif(not COCO_SAMPLES.is_dir(), reason=f"COCO-Stuff samples not found at {COCO_SAMPLES}")
+
+# The tiny configuration on the command line (official names, plus ours).
+TINY_FLAGS = ["--dataset_mode", "coco", "--dataroot", str(COCO_SAMPLES), "--preprocess_mode", "fixed",
+              "--load_size", "64", "--crop_size", "64", "--ngf", "4", "--spade_hidden", "16", "--ndf", "8",
+              "--n_layers_D", "3", "--no_vgg_loss", "--niter", "4", "--no_tensorboard", "--no_progress",
+              "--gpu_ids", "-1"]
+
+
+def tiny_run(run_dir: Path, **train) -> RunConfig:
+    base = TrainConfig(run_dir=str(run_dir), niter=4, deterministic=True, print_freq=1, display_freq=4,
+                       save_latest_freq=1000, tensorboard=False)
+    return RunConfig(
+        model=ModelConfig(SemanticsConfig(182, True, True), GeneratorConfig(ngf=4, crop_size=64, spade_hidden=16),
+                          DiscriminatorConfig(ndf=8, n_layers_D=3, num_D=2)),
+        data=DataConfig(dataset_mode="coco", dataroot=str(COCO_SAMPLES), preprocess_mode="fixed", load_size=64,
+                        crop_size=64, label_nc=182, contain_dontcare_label=True, use_instance=True),
+        loss=LossConfig(no_vgg_loss=True),
+        train=replace(base, **train))
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("generator", "discriminator", "generator_ema"):
+        path = folder / f"{name}.safetensors"
+        if path.is_file():
+            out.update({f"{name}.{k}": v for k, v in load_file(str(path)).items()})
+    return out
+
+
+def test_resume_is_exact(tmp_path):
+    """N steps, resume, M more == N + M steps in one go (deterministic mode, CPU), EMA included."""
+    one_go = train(tiny_run(tmp_path / "a", max_steps=9, ema=True), progress=False)
+    train(tiny_run(tmp_path / "b", max_steps=5, ema=True), progress=False)
+    resumed = train(tiny_run(tmp_path / "b", max_steps=9, ema=True), resume=True, progress=False)
+    assert one_go.step == resumed.step == 9
+    a, b = weights(one_go.checkpoint), weights(resumed.checkpoint)
+    assert a.keys() == b.keys() and any(k.startswith("generator_ema.") for k in a)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    # and the run wrote its log, its grids and its page
+    records = [json.loads(line) for line in (tmp_path / "a" / "logs" / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 10))
+    assert {"GAN", "GAN_Feat", "D_Fake", "D_real"} <= set(records[-1]["losses"])
+    assert len(list((tmp_path / "a" / "web" / "images").glob("step_*.png"))) == 2
+    assert "step_00000008.png" in (tmp_path / "a" / "web" / "index.html").read_text()
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+        train(tiny_run(tmp_path / "none", max_steps=1), resume=True, progress=False)
+
+
+def test_sigkill_while_writing_checkpoints_then_resume(tmp_path):
+    """Kill the trainer at random moments while it checkpoints every step; resume from disk."""
+    checkpoints = tmp_path / "runs" / "k" / "checkpoints"
+    flags = ["train", *TINY_FLAGS, "--name", "k", "--checkpoints_dir", str(tmp_path / "runs"),
+             "--save_latest_freq", "1", "--max_steps", "40", "--keep_checkpoints", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rng = random.Random(7)
+
+    def newest():
+        return latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
+
+    kills = 0
+    for _ in range(3):
+        resume = ["--continue_train"] if newest() is not None else []
+        process = subprocess.Popen([sys.executable, "-m", "spade.cli", *flags, *resume], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = newest()
+        deadline = time.time() + 120
+        while process.poll() is None and time.time() < deadline and newest() in (None, first):
+            time.sleep(0.02)  # wait until this run is writing checkpoints...
+        time.sleep(rng.uniform(0.0, 1.0))  # ...then kill it at a random moment
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+        assert newest() is not None
+        load_checkpoint(newest())  # whatever is on disk after the kill loads
+    assert kills >= 2
+    assert main(flags + ["--continue_train"]) == 0
+    final = load_checkpoint(latest_checkpoint(checkpoints))
+    assert final.meta["step"] == 40 and final.training_state["step"] == 40
+    leftovers = [p.name for p in checkpoints.iterdir() if p.name.startswith(".")]
+    assert all(p.endswith(".tmp") or p.endswith(".old") for p in leftovers)
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    real_losses = loop.generator_losses
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        losses, fake = real_losses(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 6:
+            losses["GAN"] = losses["GAN"] * float("nan")
+        return losses, fake
+
+    monkeypatch.setattr(loop, "generator_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 5: a loss is not finite \(GAN = nan.*step_00000004"):
+        train(tiny_run(tmp_path / "nan", max_steps=10, save_latest_freq=2), progress=False)
+    kept = load_checkpoint(latest_checkpoint(tmp_path / "nan" / "checkpoints"))
+    assert kept.meta["step"] == 4
+    assert all(torch.isfinite(v.float()).all() for v in weights(kept.folder).values())
+
+
+def test_export_to_official_and_import_back(tmp_path):
+    result = train(tiny_run(tmp_path / "run", max_steps=2), progress=False)
+    assert main(["export", str(tmp_path / "run"), "--official", str(tmp_path / "official")]) == 0
+    official = load_official(tmp_path / "official")
+    ours = load_checkpoint(result.checkpoint)
+    for part in ("generator", "discriminator"):
+        a, b = getattr(ours.networks, part).state_dict(), getattr(official.networks, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["import", str(tmp_path / "official"), "--out", str(tmp_path / "imported")]) == 0
+    again = load_checkpoint(tmp_path / "imported")
+    assert again.networks.config == ours.networks.config and again.training_state is None
+
+
+def test_learning_rate_schedule_follows_the_official_code():
+    config = TrainConfig(lr=0.0002, niter=2, niter_decay=4)
+    assert learning_rates(config, 1) == learning_rates(config, 3) == (0.0001, 0.0004)  # TTUR
+    lr_g, lr_d = learning_rates(config, 4)
+    assert lr_g == pytest.approx(0.00015 / 2) and lr_d == pytest.approx(0.00015 * 2)
+    assert learning_rates(config, 6)[0] == pytest.approx(0.00005 / 2)
+    assert learning_rates(replace(config, no_TTUR=True), 1) == (0.0002, 0.0002)
+
+
+def test_official_command_line_resolves_official_defaults(capsys):
+    args = build_parser().parse_args(["train", "--name", "coco_run", "--dataset_mode", "coco", "--dataroot", "x"])
+    run = run_config_from_args(args)
+    assert run.model.semantics == SemanticsConfig(182, True, True)
+    assert run.model.generator.norm_G == "spectralspadesyncbatch3x3" and run.model.generator.crop_size == 256
+    assert (run.data.preprocess_mode, run.data.load_size) == ("resize_and_crop", 286)
+    assert (run.train.beta1, run.train.beta2, run.train.no_TTUR) == (0.0, 0.9, False)
+    assert run.train.run_dir == str(Path("./checkpoints") / "coco_run")
+    city = run_config_from_args(build_parser().parse_args(["train", "--dataset_mode", "cityscapes", "--no_TTUR"]))
+    assert city.model.generator.num_upsampling_layers == "more" and city.model.generator.aspect_ratio == 2.0
+    assert (city.train.beta1, city.train.beta2) == (0.5, 0.999)
+    p2p = run_config_from_args(build_parser().parse_args(["train", "--netG", "pix2pixhd"]))
+    assert p2p.model.generator.norm_G == "instance"
+    assert main(["train", "--dataset_mode", "ade20k", "--use_vae", "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"]["encoder"]["latent_dim"] == 256 and printed["model"]["semantics"]["label_nc"] == 150
+
+
+def test_vgg_loss_without_weights_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPADE_VGG19_WEIGHTS", raising=False)
+    with pytest.raises(SystemExit, match=r"--vgg_path.*--no_vgg_loss"):
+        main(["train", *[f for f in TINY_FLAGS if f != "--no_vgg_loss"], "--name", "v",
+              "--checkpoints_dir", str(tmp_path), "--max_steps", "1"])
