@@ -22,6 +22,7 @@ from spade.cli import build_parser, main
 from spade.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, RunConfig,
                           SemanticsConfig, TrainConfig)
 from spade.options import run_config_from_args
+from spade.semantics import one_hot
 from spade.training import loop
 from spade.training.loop import TrainingDiverged, latest_checkpoint, learning_rates, train
 
@@ -179,3 +180,52 @@ def test_vgg_loss_without_weights_says_how_to_fix(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"--vgg_path.*--no_vgg_loss"):
         main(["train", *[f for f in TINY_FLAGS if f != "--no_vgg_loss"], "--name", "v",
               "--checkpoints_dir", str(tmp_path), "--max_steps", "1"])
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo), global batch 2, against one process with batch 2.
+
+    The processes end with bit-identical weights (the loop checks it and says so). Against the
+    single process, the *functions* are compared: some parameters have a gradient that is 0 in
+    exact arithmetic (conv biases right before a normalization; D's last bias under the hinge
+    loss while all predictions are in (-1, 1)), and Adam turns the rounding noise of such a
+    gradient into ±lr steps, so their values differ between any two reduction orders while the
+    outputs do not depend on them. Instance norm in G: without SyncBatchNorm (CUDA only),
+    BatchNorm statistics would be per process.
+    """
+    common = [*TINY_FLAGS, "--norm_G", "spectralspadeinstance3x3", "--batchSize", "2", "--max_steps", "4",
+              "--save_latest_freq", "4", "--checkpoints_dir", str(tmp_path), "--deterministic"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "spade.cli", "train", *common, "--name", "ddp"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "2 processes ended with identical weights" in ddp.stderr
+    single = subprocess.run([sys.executable, "-m", "spade.cli", "train", *common, "--name", "single"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    def networks(name, step):
+        return load_checkpoint(tmp_path / name / "checkpoints" / f"step_{step:08d}").networks.eval()
+
+    ddp_nets, single_nets, single_earlier = networks("ddp", 4), networks("single", 4), networks("single", 2)
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 182, (2, 1, 8, 8), generator=generator).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    semantics = torch.cat([one_hot(labels, 182, True), torch.zeros(2, 1, 64, 64)], 1)
+
+    def compare(what, ddp_value, single_value, earlier_value):
+        # Against what two steps of training moved the same output: a DDP fault (wrong shards,
+        # missing gradient averaging, stale buffers) moves outputs by as much as training does.
+        moved = float((single_value - earlier_value).abs().max())
+        diff = float((ddp_value - single_value).abs().max())
+        print(f"{what}: DDP vs one process {diff:.3g}, two training steps {moved:.3g}")
+        assert moved > 1e-4 and diff < 1e-2 * moved, (what, diff, moved)
+
+    with torch.no_grad():
+        out_single = single_nets.generator(semantics)
+        compare("G output", ddp_nets.generator(semantics), out_single, single_earlier.generator(semantics))
+        pair = torch.cat([semantics, out_single], 1)
+        scales = zip(ddp_nets.discriminator(pair), single_nets.discriminator(pair), single_earlier.discriminator(pair))
+        for i, (ddp_scale, single_scale, earlier_scale) in enumerate(scales):
+            for j, values in enumerate(list(zip(ddp_scale, single_scale, earlier_scale))[:-1]):  # not the prediction
+                compare(f"D scale {i} feature {j}", *values)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import gc
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -247,6 +249,22 @@ def _check_finite(losses: dict[str, torch.Tensor], step: int, ctx: Distributed, 
         "perhaps with a lower --lr, or without --amp fp16.")
 
 
+def _assert_replicas_identical(modules: dict[str, nn.Module], ctx: Distributed) -> None:
+    """DDP keeps every process's copy identical; check it bit for bit at the end of a run, since a
+    silent divergence (a non-synchronized buffer, a rank-dependent branch) would waste the run."""
+    digests = {}
+    for name, module in modules.items():
+        h = hashlib.sha256()
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digests[name] = h.hexdigest()
+    everyone: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(everyone, digests)
+    differing = [name for name in digests if len({d[name] for d in everyone}) > 1]
+    if differing:
+        raise RuntimeError(f"the DDP processes ended with different weights in {', '.join(differing)}")
+
+
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
@@ -377,6 +395,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     def save(name: str) -> None:
         nonlocal last_saved, saved_at_step
         rng = gather_rng()  # a collective: every rank takes part, rank 0 writes
+        saved_at_step = step  # on every rank, so that all ranks agree on the final save
         if not ctx.is_main:
             return
         training_state = {
@@ -391,7 +410,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
                                  training_state=training_state, extra={"step": step, "epoch": epoch})
         atomic_write(checkpoints_dir / LATEST, lambda tmp: tmp.write_text(name + "\n"))
         _prune(checkpoints_dir, cfg.keep_checkpoints, protect=folder)
-        last_saved, saved_at_step = folder, step
+        last_saved = folder
 
     def due(freq: int) -> bool:
         # The official counters count images: due when a multiple of freq was just passed.
@@ -476,6 +495,10 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
                 save(f"epoch_{finished:04d}")
     if saved_at_step != step:
         save(f"step_{step:08d}")
+    if ctx.enabled:
+        _assert_replicas_identical({"generator": _unwrap(generator), "discriminator": _unwrap(discriminator)}, ctx)
+        if ctx.is_main:
+            print(f"{ctx.world_size} processes ended with identical weights", file=sys.stderr)
     bar.close()
     logger.close()
     return TrainResult(step=step, epoch=epoch, checkpoint=last_saved, run_dir=run_dir)
