@@ -92,27 +92,28 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     for index, (label, instance) in enumerate(tqdm(list(zip(labels, instances)), desc="synthesize", unit="img")):
         seed = None if args.seed is None else args.seed + index
         try:
-            image = synthesizer(label, instance, seed=seed)[0]
+            image = synthesizer(label, instance, seed=seed, resize=args.resize)[0]
         except ValueError as error:
             raise SystemExit(str(error)) from None
         name = f"{label.stem}.png"
         save_png_atomic(image, out / name)
         rows.append((label.name, f"labels/{label.stem}.png", name))
-        _save_label_preview(read_id_map(label), out / "labels" / f"{label.stem}.png")
+        _save_label_preview(read_id_map(label), synthesizer.config.semantics.label_nc,
+                            out / "labels" / f"{label.stem}.png")
     write_gallery(out, rows)
     print(f"wrote {len(rows)} images and index.html to {out}")
     return 0
 
 
-def _save_label_preview(ids: torch.Tensor, path: Path) -> None:
-    """A colour picture of a label map (a fixed pseudo-random colour per id) for the gallery."""
+def _save_label_preview(ids: torch.Tensor, label_nc: int, path: Path) -> None:
+    """The label map in its data set's colours (by class count: COCO-Stuff, ADE20K, Cityscapes)."""
     from PIL import Image
 
     from .imageio import save_png_atomic
+    from .palettes import palette_for
 
-    generator = torch.Generator().manual_seed(0)
-    colours = torch.randint(0, 256, (int(ids.max()) + 1, 3), generator=generator, dtype=torch.uint8)
-    save_png_atomic(Image.fromarray(colours[ids].numpy(), mode="RGB"), path)
+    mode = {182: "coco", 150: "ade20k", 35: "cityscapes"}.get(label_nc, "custom")
+    save_png_atomic(Image.fromarray(palette_for(mode, label_nc).colorize(ids.numpy())), path)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -189,13 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synthesize", help="turn label maps into images")
     synth.add_argument("labels", nargs="+", help="label-map PNG files (class ids) or folders of them")
-    synth.add_argument("--checkpoint", required=True, help="an official checkpoint folder (opt.txt + *_net_G.pth)")
+    synth.add_argument("--checkpoint", required=True,
+                       help="our checkpoint folder, a training run folder, or an official folder (opt.txt + *_net_G.pth)")
     synth.add_argument("--out", required=True, help="output folder (PNG files and index.html)")
     synth.add_argument("--instances", nargs="+", help="instance maps, one per label map in order, "
                        "or a folder holding them under the label maps' file names")
     synth.add_argument("--which_epoch", default="latest", help="checkpoint epoch to load (official name)")
     synth.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
     synth.add_argument("--seed", type=int, default=None, help="random style seed (models with an encoder)")
+    synth.add_argument("--resize", action="store_true",
+                       help="resize label maps (nearest) to the model's size, as the official test preprocessing")
     synth.set_defaults(run=cmd_synthesize)
 
     from .options import add_train_arguments

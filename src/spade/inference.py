@@ -42,6 +42,13 @@ def _id_tensor(value: LabelInput, what: str) -> tuple[torch.Tensor, str | None]:
     return t, None
 
 
+def _resize_ids(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest resizing of an id map (N×1×H×W): picks ids, never blends them."""
+    if tuple(ids.shape[2:]) == size:
+        return ids
+    return torch.nn.functional.interpolate(ids.float(), size=size, mode="nearest").long()
+
+
 class Synthesizer:
     """``Synthesizer.from_checkpoint(path)(label_map, instance_map=None, style=None, seed=None)``."""
 
@@ -77,9 +84,14 @@ class Synthesizer:
         g = self.config.generator
         return round(g.crop_size / g.aspect_ratio), g.crop_size
 
-    def semantics(self, label_map: LabelInput, instance_map: LabelInput | None = None) -> torch.Tensor:
+    def semantics(self, label_map: LabelInput, instance_map: LabelInput | None = None,
+                  resize: bool = False) -> torch.Tensor:
+        """The semantic input for a label map; ``resize``: resize the maps (nearest, ids kept)
+        to the model's size first, as the official test-time preprocessing does."""
         labels, source = _id_tensor(label_map, "label map")
         expected = self.output_size
+        if resize:
+            labels = _resize_ids(labels, expected)
         if tuple(labels.shape[2:]) != expected:
             raise ValueError(f"label map{f' {source}' if source else ''} is {labels.shape[3]}×{labels.shape[2]} "
                              f"(width×height); this model makes {expected[1]}×{expected[0]} images")
@@ -87,6 +99,8 @@ class Synthesizer:
         instances = None
         if instance_map is not None:
             instances, _ = _id_tensor(instance_map, "instance map")
+            if resize:
+                instances = _resize_ids(instances, expected)
         elif s.use_instance:
             instances = labels  # without instance maps, class boundaries stand in for instance edges
         return build_semantics(labels.to(self.device), s.label_nc, s.contain_dontcare_label,
@@ -96,10 +110,10 @@ class Synthesizer:
     @torch.no_grad()
     def synthesize(self, label_map: LabelInput, instance_map: LabelInput | None = None,
                    style: str | os.PathLike | torch.Tensor | None = None, seed: int | None = None,
-                   z: torch.Tensor | None = None) -> torch.Tensor:
+                   z: torch.Tensor | None = None, resize: bool = False) -> torch.Tensor:
         """N×3×H×W images in [-1, 1]. ``style``: a reference image whose code sets the style (needs
         the encoder); ``seed``: a random style, reproducible; ``z``: an explicit latent."""
-        semantics = self.semantics(label_map, instance_map)
+        semantics = self.semantics(label_map, instance_map, resize=resize)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -131,7 +145,7 @@ class Synthesizer:
 
     def __call__(self, label_map: LabelInput, instance_map: LabelInput | None = None,
                  style: str | os.PathLike | torch.Tensor | None = None, seed: int | None = None,
-                 ) -> list[Image.Image]:
+                 resize: bool = False) -> list[Image.Image]:
         """PIL images, one per label map in the batch."""
-        images = self.synthesize(label_map, instance_map, style=style, seed=seed)
+        images = self.synthesize(label_map, instance_map, style=style, seed=seed, resize=resize)
         return [to_pil(image) for image in images]
