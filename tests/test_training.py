@@ -253,3 +253,32 @@ def test_synthesized_images_get_closer_to_the_photos(tmp_path):
     early, late = distance(25), distance(150)
     print(f"L1 to the photos: step 25 {early:.3f}, step 150 {late:.3f}")
     assert late < 0.75 * early, (early, late)
+
+
+@pytest.mark.parametrize("flags, expected_losses", [
+    (["--netG", "pix2pixhd", "--resnet_n_downsample", "2", "--resnet_n_blocks", "1"], {"GAN", "GAN_Feat"}),
+    (["--use_vae", "--z_dim", "8", "--ema"], {"GAN", "GAN_Feat", "KLD"}),
+    (["--gan_mode", "ls", "--no_ganFeat_loss", "--D_steps_per_G", "2", "--no_TTUR"], {"GAN"}),
+    (["--amp", "bf16", "--channels_last", "--norm_G", "spectralspadebatch3x3", "--batchSize", "2"], {"GAN", "GAN_Feat"}),
+    (["--vgg", "--lambda_vgg", "5"], {"GAN", "GAN_Feat", "VGG"}),
+])
+def test_training_variants_run_and_log(tmp_path, flags, expected_losses):
+    """Each variant trains a few steps, logs its loss terms and leaves a loadable checkpoint."""
+    if "--vgg" in flags:
+        from spade.nn.vgg import VGG19Features
+
+        torch.save(VGG19Features().state_dict(), tmp_path / "vgg19.pth")
+        flags = ["--vgg_path", str(tmp_path / "vgg19.pth"), *[f for f in flags if f != "--vgg"]]
+        base = [f for f in TINY_FLAGS if f != "--no_vgg_loss"]
+    else:
+        base = TINY_FLAGS
+    assert main(["train", *base, *flags, "--name", "v", "--checkpoints_dir", str(tmp_path),
+                 "--max_steps", "3", "--print_freq", "1"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "v" / "logs" / "losses.jsonl").read_text().splitlines()]
+    seen = set().union(*(r["losses"] for r in records))
+    assert seen == expected_losses | {"D_Fake", "D_real"}
+    checkpoint = load_checkpoint(latest_checkpoint(tmp_path / "v" / "checkpoints"))
+    assert checkpoint.meta["step"] == 3
+    if "--use_vae" in flags:
+        assert checkpoint.networks.encoder is not None and checkpoint.ema_generator is not None
+        assert checkpoint.networks.encoder.fc_mu.out_features == 8  # z_dim wide, unlike the official encoder
