@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_spade import label_maps_from_semantics
 from .norm import NormSpec, add_norm, parse_norm_spec
 from .spade import SPADEResnetBlock
 
@@ -79,6 +80,9 @@ class SPADEGenerator(nn.Module):
             self.up_4 = block(nf, nf // 2)
             final_nc = nf // 2
         self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
+        # The exact fast computation of γ and β (spade.nn.fast_spade) for one-hot input; the
+        # reference path stays selectable (``fast_spade = False``). Not part of the state dict.
+        self.fast_spade = spec.kernel_size == 3
 
     @staticmethod
     def up(x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +102,14 @@ class SPADEGenerator(nn.Module):
             x = F.interpolate(seg, size=(self.start_height, self.start_width), mode="nearest")
             x = self.fc(x)
 
+        if self.fast_spade:
+            # Class ids recovered once; each resolution's label map is made once, not per layer.
+            maps = label_maps_from_semantics(seg)
+            if maps is not None:
+                seg = maps
+                # channels-last: the residual convs run faster, and the fast SPADE rows are
+                # pixel-major already, so the modulation needs no transposition.
+                x = x.contiguous(memory_format=torch.channels_last)
         x = self.head_0(x, seg)
         x = self.up(x)
         x = self.G_middle_0(x, seg)

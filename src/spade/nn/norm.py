@@ -87,10 +87,35 @@ def parse_norm_spec(text: str) -> NormSpec:
     return NormSpec(spectral=spectral, spade=False, kind=kind)
 
 
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity forward; makes the gradient flowing back through it contiguous."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` with a guard for a PyTorch CPU bug (seen in 2.13): with a batch of
+    one, ``instance_norm``'s backward returns a wrong input gradient when the incoming gradient is
+    channels-last (e.g. after a channels-last conv), although the values are the same. The guard
+    hands it a contiguous gradient. Same parameters and buffers as ``nn.InstanceNorm2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if out.requires_grad and x.shape[0] == 1:
+            out = _ContiguousGradient.apply(out)
+        return out
+
+
 def param_free_norm(kind: ParamFreeKind, channels: int, affine: bool = False) -> nn.Module:
     """The normalization layer for ``kind`` (sync-batch starts as BatchNorm2d, see module doc)."""
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=affine)
+        return InstanceNorm2d(channels, affine=affine)
     if kind in ("batch", "syncbatch"):
         return nn.BatchNorm2d(channels, affine=affine)
     raise ValueError(f"no normalization layer for kind {kind!r}")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from .fast_spade import LabelMaps, spade_modulate
 from .norm import ParamFreeKind, param_free_norm
 
 
@@ -37,7 +38,11 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
         self.mlp_beta = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelMaps) -> torch.Tensor:
+        """``segmap``: the one-hot semantic map (reference path), or its :class:`LabelMaps`
+        (the exact fast path of :mod:`spade.nn.fast_spade`)."""
+        if isinstance(segmap, LabelMaps):
+            return spade_modulate(self, x, segmap.at(x.shape[2:]), segmap.num_classes)
         normalized = self.param_free_norm(x)
         # Nearest resizing of the one-hot map to this layer's resolution (official: 'nearest').
         segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
@@ -76,7 +81,7 @@ class SPADEResnetBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADE(in_channels, **spade_args)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps) -> torch.Tensor:
         # The shortcut has no activation after norm_s (official code).
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))

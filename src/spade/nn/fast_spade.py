@@ -1,0 +1,258 @@
+"""An exact, faster computation of SPADE's γ and β from a one-hot label map.
+
+The reference SPADE layer (Eq. 1) runs a dense 3×3 conv from the one-hot map (up to 184
+channels) to 128 channels, then two 3×3 convs to γ and β, at every resolution, after resizing the
+whole one-hot map again in each layer. The same numbers come out much cheaper:
+
+* **The one-hot conv is a lookup.** A 3×3 conv over a one-hot map is, at each pixel, the sum
+  over the 9 kernel offsets of the weight column of the class found at that neighbour: an
+  embedding sum (``F.embedding_bag``), with one zero row for "outside the image" (the zero
+  padding). The instance-edge channel, when there is one, stays a small 1-channel conv.
+* **Region interiors come from a per-class table.** Where a pixel's 5×5 neighbourhood (the
+  receptive field of ``mlp_shared`` then ``mlp_gamma``/``mlp_beta``) holds one class, no instance
+  edge and no image border (both convs zero-pad), γ and β depend on that class only: they are
+  computed once per class. Only the other, boundary, pixels get the exact 3×3 conv, as one
+  matrix product over their gathered patches, γ and β together.
+* **The label map is resized once per resolution**, from the class ids (nearest resizing of the
+  ids picks the same source pixels as nearest resizing of the one-hot map), not once per layer.
+
+Everything is differentiable, so training can use it too. :class:`LabelMaps` holds the ids and
+the per-resolution masks for one generator forward; :func:`spade_modulate` computes one SPADE
+layer's output from them. When the input is not exactly one-hot (and 0/1 edges),
+:func:`label_maps_from_semantics` returns None and the caller takes the reference path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Level:
+    """The label map at one resolution."""
+
+    ids: torch.Tensor                 # N×H×W int64 class ids
+    edges: torch.Tensor | None        # N×1×H×W float 0/1, or None without an edge channel
+    interior: torch.Tensor            # N×H×W bool: one class in the 5×5 window, no edge, not near the border
+    boundary_index: torch.Tensor      # B flat indices (into N·H·W) of the other pixels
+    boundary_patch_index: torch.Tensor  # B×9 indices of their 3×3 neighbours in the padded map
+    neighbour_index: torch.Tensor     # (N·H·W)×9 indices into the offset-major embedding table
+    pattern_rep: torch.Tensor | None = None   # U pixels, one per distinct 3×3 key pattern
+    pattern_bag: torch.Tensor | None = None   # B×9 rows of the per-(pattern, offset) products
+
+
+@dataclass
+class LabelMaps:
+    """Class ids (and instance edges) of a semantic map, with per-resolution levels cached."""
+
+    ids: torch.Tensor                 # N×1×H×W int64
+    edges: torch.Tensor | None        # N×1×H×W float
+    num_classes: int                  # K: one-hot channels; the edge channel, if any, comes after
+    levels: dict[tuple[int, int], Level] = field(default_factory=dict)
+
+    def at(self, size: tuple[int, int]) -> Level:
+        size = (int(size[0]), int(size[1]))
+        if size not in self.levels:
+            self.levels[size] = _make_level(self, size)
+        return self.levels[size]
+
+
+def label_maps_from_semantics(semantics: torch.Tensor) -> LabelMaps | None:
+    """Recover class ids from a one-hot semantic map (+ an optional trailing 0/1 edge channel).
+
+    Returns None when the map is not exactly that (soft labels, several classes at a pixel):
+    the fast path is exact only for one-hot input.
+    """
+    if semantics.dim() != 4 or semantics.shape[1] < 1:
+        return None
+    with torch.no_grad():
+        binary = bool(((semantics == 0) | (semantics == 1)).all())
+        if not binary:
+            return None
+        if bool((semantics.sum(1) == 1).all()):
+            # All channels one-hot. (An edge channel that is all zero is then just a class
+            # channel that never fires: the same arithmetic.)
+            return LabelMaps(semantics.argmax(1, keepdim=True), None, semantics.shape[1])
+        classes = semantics[:, :-1]
+        if semantics.shape[1] > 1 and bool((classes.sum(1) == 1).all()):
+            return LabelMaps(classes.argmax(1, keepdim=True), semantics[:, -1:].float(), semantics.shape[1] - 1)
+    return None
+
+
+def _make_level(maps: LabelMaps, size: tuple[int, int]) -> Level:
+    ids = maps.ids
+    if tuple(ids.shape[2:]) != size:
+        # 'nearest' as in the reference (not 'nearest-exact'): the same source pixels.
+        ids = F.interpolate(ids.float(), size=size, mode="nearest").long()
+    edges = maps.edges
+    if edges is not None and tuple(edges.shape[2:]) != size:
+        edges = F.interpolate(edges, size=size, mode="nearest")
+    n, _, h, w = ids.shape
+    k = maps.num_classes
+    with torch.no_grad():
+        # One class in the 5×5 window: its max equals its min (padding cannot help: the border
+        # is excluded below anyway).
+        as_float = ids.float()
+        window_max = F.max_pool2d(as_float, 5, stride=1, padding=2)
+        window_min = -F.max_pool2d(-as_float, 5, stride=1, padding=2)
+        interior = window_max == window_min
+        if edges is not None:
+            interior &= F.max_pool2d(edges, 5, stride=1, padding=2) == 0
+        border = torch.ones(h, w, dtype=torch.bool, device=ids.device)
+        if h > 4 and w > 4:
+            border[2:-2, 2:-2] = False
+        interior &= ~border
+        interior = interior[:, 0]
+        boundary_index = (~interior).flatten().nonzero().squeeze(1)
+        # Their 3×3 neighbourhoods in the activation map padded by one pixel, (N·(H+2)·(W+2)) rows.
+        b_n, rest = boundary_index // (h * w), boundary_index % (h * w)
+        b_y, b_x = rest // w, rest % w
+        top_left = b_n * (h + 2) * (w + 2) + b_y * (w + 2) + b_x
+        offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)], device=ids.device)
+        boundary_patch_index = top_left[:, None] + offsets[None, :]
+        # For the lookup of mlp_shared: the key of each of the 9 neighbours, class·2 + edge bit,
+        # 'outside' = 2k, as rows of an offset-major table of 9·(2k+1) rows.
+        keys = ids[:, 0] * 2
+        if edges is not None:
+            keys = keys + edges[:, 0].long()
+        padded = F.pad(keys, (1, 1, 1, 1), value=2 * k)
+        neighbours = [padded[:, dy:dy + h, dx:dx + w] + (dy * 3 + dx) * (2 * k + 1) for dy in range(3) for dx in range(3)]
+        neighbour_index = torch.stack(neighbours, dim=-1).reshape(-1, 9)
+        pattern_rep, pattern_bag = _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k)
+    return Level(ids=ids[:, 0], edges=edges, interior=interior, boundary_index=boundary_index,
+                 boundary_patch_index=boundary_patch_index, neighbour_index=neighbour_index,
+                 pattern_rep=pattern_rep, pattern_bag=pattern_bag)
+
+
+def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k):
+    """Distinct-pattern factoring of the boundary convolution.
+
+    mlp_shared's activation at a pixel depends only on the 3×3 pattern of keys around it, so it
+    is computed once per distinct pattern u; then Y[u, o] = W_o · actv_u for each offset o, and a
+    boundary pixel's γ|β is the sum of 9 rows of Y (an embedding sum). Worth it when the
+    patterns are far fewer than the boundary pixels (3·U < B, measured); else returns Nones and
+    the patches are gathered. Patterns get exact integer keys: each row of 3 keys packed, the
+    distinct rows numbered, then the 3 row numbers packed.
+    """
+    if boundary_index.numel() == 0:
+        return None, None
+    m = 2 * k + 1
+    offsets = torch.arange(9, device=neighbour_index.device) * m
+    keys = neighbour_index - offsets  # (N·H·W) × 9 keys in [0, 2k]
+    rows = (keys.view(-1, 3, 3) * torch.tensor([m * m, m, 1], device=keys.device)).sum(-1)
+    distinct_rows, row_ids = torch.unique(rows, return_inverse=True)
+    r = distinct_rows.numel()
+    if r ** 3 >= 2 ** 62:
+        return None, None
+    pattern_keys = (row_ids * torch.tensor([r * r, r, 1], device=keys.device)).sum(-1)
+    patterns, pattern_of_pixel = torch.unique(pattern_keys, return_inverse=True)
+    u = patterns.numel()
+    if 3 * u >= boundary_index.numel():
+        return None, None
+    # One representative pixel per pattern: the first pixel that has it.
+    first = torch.full((u,), pattern_of_pixel.numel(), dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, pattern_of_pixel, torch.arange(pattern_of_pixel.numel(), device=keys.device), "amin")
+    # For each boundary pixel and offset: the row (pattern·9 + offset) of Y, or the zero row
+    # u·9 for a neighbour outside the image (the zero padding of the activations).
+    bags = []
+    for o, (dy, dx) in enumerate((dy, dx) for dy in range(3) for dx in range(3)):
+        ny, nx = b_y + dy - 1, b_x + dx - 1
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        neighbour = b_n * h * w + ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)
+        bags.append(torch.where(inside, pattern_of_pixel[neighbour] * 9 + o, torch.full_like(neighbour, u * 9)))
+    return first, torch.stack(bags, dim=1)
+
+
+def _shared_table(weight: torch.Tensor, num_classes: int, has_edges: bool) -> torch.Tensor:
+    """mlp_shared's weight (hidden × C × 3 × 3) as an offset-major table of 9·(2K+1) × hidden
+    rows: row o·(2K+1) + 2c + e is the column of class c at offset o, plus the edge channel's
+    column when the edge bit e is set; row o·(2K+1) + 2K is zero ('outside the image', which the
+    zero padding makes contribute nothing)."""
+    hidden = weight.shape[0]
+    columns = weight[:, :num_classes].permute(2, 3, 1, 0).reshape(9, num_classes, hidden)
+    if has_edges:
+        edge = weight[:, num_classes].permute(1, 2, 0).reshape(9, 1, hidden)
+    else:
+        edge = torch.zeros_like(columns[:, :1])
+    keyed = torch.stack([columns, columns + edge], dim=2).reshape(9, 2 * num_classes, hidden)
+    return torch.cat([keyed, keyed.new_zeros(9, 1, hidden)], dim=1).reshape(9 * (2 * num_classes + 1), hidden)
+
+
+def _label_network(spade, num_classes: int, has_edges: bool) -> tuple[torch.Tensor, ...]:
+    """The label network's weights rearranged for the lookups: the mlp_shared table, Σ_o W_o and
+    the flattened (9·hidden) × 2C weight of γ|β, and their bias. Made once and kept while the
+    weights do not change and no gradient is needed (inference); rebuilt each time in training."""
+    shared, gamma, beta = spade.mlp_shared[0], spade.mlp_gamma, spade.mlp_beta
+    params = (shared.weight, shared.bias, gamma.weight, gamma.bias, beta.weight, beta.bias)
+    key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    cached = spade.__dict__.get("_fast_spade_cache")
+    if not grad and cached is not None and cached[0] == key:
+        return cached[1]
+    hidden, channels = shared.out_channels, gamma.out_channels
+    weight = torch.cat([gamma.weight, beta.weight], dim=0)  # γ|β as one conv: 2C × hidden × 3 × 3
+    prepared = (_shared_table(shared.weight, num_classes, has_edges),
+                weight.sum(dim=(2, 3)).t().contiguous(),                                   # Σ_o W_o
+                weight.permute(2, 3, 1, 0).reshape(9 * hidden, 2 * channels).contiguous(),   # patches
+                weight.permute(1, 2, 3, 0).reshape(hidden, 9 * 2 * channels).contiguous(),   # patterns
+                torch.cat([gamma.bias, beta.bias], dim=0))
+    if not grad:
+        spade.__dict__["_fast_spade_cache"] = (key, prepared)
+    return prepared
+
+
+def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int) -> torch.Tensor:
+    """The output of a :class:`~spade.nn.spade.SPADE` layer, ``norm(x)·(1 + γ) + β`` (Eq. 1),
+    with γ and β computed as its convs compute them, from the label map at x's resolution.
+
+    Per pixel it needs one row ``[s | t]`` and computes ``x̂·s + t``: s = 1 + γ, t = β; for
+    eval-mode BatchNorm, 1/σ is folded into s on the per-class table and the boundary rows,
+    before they are spread over the pixels, and x̂ = x − μ.
+    """
+    shared = spade.mlp_shared[0]
+    if shared.kernel_size != (3, 3) or spade.mlp_gamma.kernel_size != (3, 3):
+        raise ValueError("the fast SPADE path handles 3×3 label-network kernels")
+    n, h, w = level.ids.shape
+    hidden = shared.out_channels
+    channels = spade.mlp_gamma.out_channels
+    table, weight_sum, flat_weight, offset_weight, bias = _label_network(spade, num_classes, level.edges is not None)
+
+    norm = spade.param_free_norm
+    fold = isinstance(norm, torch.nn.BatchNorm2d) and not norm.training and norm.running_mean is not None
+
+    def rows(gamma_beta: torch.Tensor) -> torch.Tensor:
+        gamma, beta = gamma_beta[:, :channels], gamma_beta[:, channels:]
+        scale = 1 + gamma
+        if fold:
+            # The 1/σ of eval BatchNorm goes into the scale. The mean is subtracted from x
+            # itself: folding it into the shift would subtract two large, nearly equal numbers
+            # where running variances are small.
+            scale = scale / torch.sqrt(norm.running_var + norm.eps)
+        return torch.cat([scale, beta], dim=1)
+
+    # Interiors: a per-class row. In a one-class window without edges the activation is the
+    # same at all 9 taps, relu(Σ_o table[o, 2c] + b), so γ|β = (Σ_o W_o) · actv_c + b.
+    by_key = table.view(9, 2 * num_classes + 1, hidden)
+    class_actv = F.relu(by_key[:, 0:2 * num_classes:2].sum(0) + shared.bias)
+    per_pixel = F.embedding(level.ids.reshape(-1), rows(torch.addmm(bias, class_actv, weight_sum)))
+
+    # Boundaries: mlp_shared as an embedding sum over the 9 neighbours (+ bias, ReLU) where needed,
+    # then the exact 3×3 γ|β conv on their gathered patches (zero padding of the activations).
+    if level.pattern_rep is not None:
+        actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared.bias)
+        products = (actv @ offset_weight).view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
+        products = torch.cat([products, products.new_zeros(1, 2 * channels)])
+        exact = F.embedding_bag(level.pattern_bag, products, mode="sum") + bias
+        per_pixel.index_copy_(0, level.boundary_index, rows(exact).to(per_pixel.dtype))
+    elif level.boundary_index.numel():
+        actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared.bias)
+        padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
+        patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)  # B × (offset, hidden)
+        per_pixel.index_copy_(0, level.boundary_index, rows(torch.addmm(bias, patches, flat_weight)).to(per_pixel.dtype))
+    per_pixel = per_pixel.view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
+    centred = (x - norm.running_mean.view(1, -1, 1, 1)) if fold else norm(x)
+    return torch.addcmul(shift, centred, scale)

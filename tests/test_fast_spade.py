@@ -1,0 +1,134 @@
+"""The fast SPADE path equals the reference path: outputs and gradients, eval and train mode,
+on label maps with many small regions, with and without instance edges and don't-care."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spade.nn.fast_spade import label_maps_from_semantics
+from spade.nn.generator import SPADEGenerator
+from spade.semantics import build_semantics
+
+
+def _label_maps(kind: str, classes: int, size: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "noise":  # every pixel its own region: all boundary, distinct patterns galore
+        labels = torch.randint(0, classes, (2, 1, size, size), generator=g)
+    else:  # blocks of 4–8 px: interiors, boundaries and few distinct patterns
+        coarse = torch.randint(0, classes, (2, 1, size // 4, size // 4), generator=g)
+        labels = coarse.repeat_interleave(4, 2).repeat_interleave(4, 3)
+        labels[:, :, size // 3: size // 3 + 5, :] = classes - 1  # a thin stripe
+    instances = torch.randint(0, 3, (2, 1, size // 8, size // 8), generator=g).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    return labels, instances * 1000 + labels
+
+
+def _generator(label_channels: int, norm: str, seed: int = 0) -> SPADEGenerator:
+    torch.manual_seed(seed)
+    g = SPADEGenerator(label_channels, ngf=4, crop_size=64, norm=norm, spade_hidden=16)
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            p.normal_(0, 0.1 if name.endswith("bias") else 0.15)
+    return g
+
+
+def _run(g: SPADEGenerator, semantics: torch.Tensor, fast: bool, train: bool):
+    g.fast_spade = fast
+    g.train(train)
+    g.zero_grad(set_to_none=True)
+    out = g(semantics)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in g.named_parameters()}
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("kind", ["noise", "blocks"])
+@pytest.mark.parametrize("edges, dontcare", [(False, False), (True, True)])
+@pytest.mark.parametrize("norm, train, batch", [("spectralspadesyncbatch3x3", False, 2),
+                                                ("spectralspadesyncbatch3x3", True, 2),
+                                                ("spadeinstance3x3", True, 2), ("spadeinstance3x3", True, 1)])
+def test_fast_equals_reference(kind, edges, dontcare, norm, train, batch):
+    classes = 7
+    labels, instances = _label_maps(kind, classes, 64)
+    labels, instances = labels[:batch], instances[:batch]
+    if dontcare:
+        labels[:, :, :6, :6] = 255
+    semantics = build_semantics(labels, classes, dontcare, instances, edges)
+    g = _generator(semantics.shape[1], norm)
+    state = {k: v.clone() for k, v in g.state_dict().items()}
+    out_ref, grads_ref = _run(g, semantics, fast=False, train=train)
+    g.load_state_dict(state)  # train mode moved the running statistics and spectral vectors
+    out_fast, grads_fast = _run(g, semantics, fast=True, train=train)
+    image_diff = float((out_fast - out_ref).abs().max())
+    print(f"image max |Δ| {image_diff:.2e}")
+    assert image_diff <= 1e-4
+    # Gradients relative to the network's largest: per tensor would compare rounding noise where
+    # the exact gradient is 0 (conv biases right before a normalization), in both paths.
+    scale = max(float(grad.abs().max()) for grad in grads_ref.values())
+    for name, grad in grads_ref.items():
+        diff = float((grads_fast[name] - grad).abs().max())
+        assert diff <= 1e-4 * scale, (name, diff, scale)
+
+
+def test_both_boundary_strategies_are_exercised():
+    """Blocky maps take the distinct-pattern factoring, per-pixel noise the patch gather."""
+    classes = 7
+    blocky = label_maps_from_semantics(build_semantics(_label_maps("blocks", classes, 64)[0], classes, False))
+    noisy = label_maps_from_semantics(build_semantics(_label_maps("noise", classes, 64)[0], classes, False))
+    assert blocky.at((64, 64)).pattern_rep is not None
+    assert bool(blocky.at((64, 64)).interior.any())
+    assert noisy.at((64, 64)).pattern_rep is None and not bool(noisy.at((64, 64)).interior.any())
+
+
+def test_resizing_the_ids_equals_resizing_the_one_hot_map():
+    classes = 5
+    labels = torch.randint(0, classes, (1, 1, 37, 53))
+    semantics = build_semantics(labels, classes, False)
+    maps = label_maps_from_semantics(semantics)
+    for size in [(8, 8), (19, 27), (64, 64), (37, 53)]:
+        expected = F.interpolate(semantics, size=size, mode="nearest").argmax(1)
+        assert torch.equal(maps.at(size).ids, expected)
+
+
+def test_soft_labels_fall_back_to_the_reference_path():
+    semantics = torch.full((1, 4, 16, 16), 0.25)
+    assert label_maps_from_semantics(semantics) is None
+    g = _generator(4, "spadeinstance3x3").eval()
+    with torch.no_grad():
+        g.fast_spade = True
+        a = g(semantics)
+        g.fast_spade = False
+        assert torch.equal(a, g(semantics))
+
+
+def test_inference_cache_follows_weight_updates():
+    """The rearranged label-network weights are cached for inference; a weight change (an
+    optimizer step, a load) must invalidate them."""
+    classes = 7
+    semantics = build_semantics(_label_maps("blocks", classes, 64)[0], classes, False)
+    g = _generator(classes, "spectralspadebatch3x3").eval()
+    with torch.no_grad():
+        before = g(semantics)
+        g.head_0.norm_0.mlp_shared[0].weight.mul_(1.5)
+        after_fast = g(semantics)
+        g.fast_spade = False
+        after_reference = g(semantics)
+    assert not torch.allclose(before, after_fast)
+    assert float((after_fast - after_reference).abs().max()) <= 1e-4
+
+
+def test_instance_norm_gradient_does_not_depend_on_the_gradient_layout():
+    """Guards a PyTorch CPU bug: F.instance_norm's input gradient is wrong for a batch of one
+    when the incoming gradient is channels-last. Our InstanceNorm2d must not be affected."""
+    from spade.nn.norm import InstanceNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 16, 16, requires_grad=True)
+    grad = torch.randn(1, 8, 16, 16)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x.grad = None
+        InstanceNorm2d(8)(x).backward(grad.contiguous(memory_format=layout))
+        results.append(x.grad.clone())
+    assert float((results[0] - results[1]).abs().max()) < 1e-5
