@@ -1,0 +1,159 @@
+"""Reference SPADE path vs the fast exact path: generator inference and one training iteration.
+
+Usage: python benchmarks/generator_speed.py [--repeats N] [--threads T]
+
+In one run on this machine (batch 1, fp32, random weights at the official widths, ngf 64), for
+Cityscapes (35 labels + instance edges, 512×256, 'more'; a drawn street scene), COCO-Stuff
+(182 + don't-care + instance edges, 256×256, encoder z input; a real COCO-Stuff label map) and
+ADE20K (150 + don't-care, 256×256; a label map with realistic region sizes), it prints the time
+of each path, their ratio and the largest difference of their images; then one training
+iteration (G step + D step, hinge + feature matching, TTUR Adam) at 256×256 with each path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from spade.config import DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig
+from spade.models import build_networks
+from spade.nn.generator import SPADEGenerator
+from spade.semantics import build_semantics
+from spade.training.steps import StepNetworks, discriminator_losses, generator_losses
+
+COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_stuff_samples"
+
+
+def street_scene(h: int = 256, w: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """A drawn Cityscapes-like street: sky, buildings, trees, sidewalk, road, cars, poles."""
+    labels = torch.full((h, w), 23)                  # sky
+    labels[h // 3:, :] = 11                          # building
+    for x in range(0, w, 64):
+        labels[h // 3: h // 2 - 10, x + 10: x + 40] = 21   # vegetation
+    labels[h // 2:, :] = 7                           # road
+    labels[h // 2: h // 2 + 20, :] = 8               # sidewalk
+    instances = labels.clone()
+    for i, x in enumerate(range(20, w - 60, 90)):
+        labels[h // 2 + 30: h // 2 + 70, x: x + 60] = 26    # car
+        instances[h // 2 + 30: h // 2 + 70, x: x + 60] = 26000 + i
+        labels[h // 3 - 40: h // 2, x + 70: x + 74] = 17    # pole
+        instances[h // 3 - 40: h // 2, x + 70: x + 74] = 17
+    return labels[None, None], instances[None, None]
+
+
+def coco_map(size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    name = "000000000785.png"
+    def read(folder):
+        ids = torch.from_numpy(np.array(Image.open(COCO / folder / name), dtype=np.int64))[None, None]
+        return F.interpolate(ids.float(), size=(size, size), mode="nearest").long()
+    return read("val_label"), read("val_inst")
+
+
+def regions_map(classes: int, size: int = 256, seed: int = 0) -> torch.Tensor:
+    """Voronoi regions around 40 random seeds: ADE20K-like region sizes and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(40, 2, generator=g) * size
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    d = (ys[..., None] - centres[:, 0]) ** 2 + (xs[..., None] - centres[:, 1]) ** 2
+    region_class = torch.randint(0, classes, (40,), generator=g)
+    return region_class[d.argmin(-1)][None, None]
+
+
+def randomize(generator: SPADEGenerator, semantics: torch.Tensor, z) -> None:
+    """Random weights with a fan-in scale, then train-mode passes for real BatchNorm statistics."""
+    with torch.no_grad():
+        for name, p in generator.named_parameters():
+            p.normal_(0, 0.05 if name.endswith("bias") else 1.0 / max(1, p[0].numel()) ** 0.5)
+        generator.train()
+        generator.fast_spade = False
+        for _ in range(2):
+            generator(semantics, z)
+    generator.eval()
+
+
+def time_generator(generator, semantics, z, repeats: int) -> dict:
+    results = {}
+    for fast in (False, True):
+        generator.fast_spade = fast
+        with torch.no_grad():
+            generator(semantics, z)  # warm-up (and the fast path's weight tables)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out = generator(semantics, z)
+                times.append(time.perf_counter() - start)
+        results[fast] = (min(times), out)
+    return results
+
+
+def time_training(fast: bool, repeats: int) -> float:
+    torch.manual_seed(0)
+    semantics_config = SemanticsConfig(182, True, True)
+    networks = build_networks(ModelConfig(semantics_config, GeneratorConfig(ngf=64, crop_size=256),
+                                          DiscriminatorConfig(ndf=64)))
+    networks.generator.fast_spade = fast
+    labels, instances = coco_map(256)
+    semantics = build_semantics(labels, 182, True, instances, True)
+    real = torch.rand(1, 3, 256, 256) * 2 - 1
+    nets = StepNetworks(networks.generator.train(), networks.discriminator.train())
+    loss = LossConfig(no_vgg_loss=True)
+    opt_g = torch.optim.Adam(networks.generator.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(networks.discriminator.parameters(), lr=4e-4, betas=(0.0, 0.9))
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        g_losses, _ = generator_losses(nets, semantics, real, loss)
+        opt_g.zero_grad()
+        sum(g_losses.values()).backward()
+        opt_g.step()
+        d_losses = discriminator_losses(nets, semantics, real, loss)
+        opt_d.zero_grad()
+        sum(d_losses.values()).backward()
+        opt_d.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-training", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    street, street_instances = street_scene()
+    coco_labels, coco_instances = coco_map()
+    configs = [
+        ("Cityscapes 512x256 'more', street scene",
+         build_semantics(street, 35, False, street_instances, True),
+         dict(crop_size=512, aspect_ratio=2.0, num_upsampling_layers="more"), False),
+        ("COCO-Stuff 256x256, z input, COCO map",
+         build_semantics(coco_labels, 182, True, coco_instances, True), dict(crop_size=256, z_dim=256), True),
+        ("ADE20K 256x256, region map",
+         build_semantics(regions_map(150), 150, True), dict(crop_size=256), False),
+    ]
+    print(f"{torch.get_num_threads()} threads, batch 1, fp32, eval, ngf 64; best of {args.repeats}")
+    print(f"{'config':<42} {'reference s':>11} {'fast s':>8} {'ratio':>6} {'max |Δ| image':>14}")
+    for name, semantics, kwargs, with_z in configs:
+        generator = SPADEGenerator(semantics.shape[1], ngf=64, **kwargs)
+        z = torch.randn(1, 256) if with_z else None
+        randomize(generator, semantics, z)
+        r = time_generator(generator, semantics, z, args.repeats)
+        diff = float((r[True][1] - r[False][1]).abs().max())
+        print(f"{name:<42} {r[False][0]:>11.3f} {r[True][0]:>8.3f} {r[False][0] / r[True][0]:>6.2f} {diff:>14.2e}")
+    if not args.no_training:
+        reference, fast = time_training(False, args.repeats), time_training(True, args.repeats)
+        print(f"{'training iteration, COCO 256x256 (G + D)':<42} {reference:>11.3f} {fast:>8.3f} {reference / fast:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
