@@ -119,9 +119,17 @@ def load_official(folder: str | os.PathLike, epoch: str = "latest", device: str 
         states["discriminator"] = load_state_dict_file(paths["discriminator"])
     if config.encoder is not None:
         states["encoder"] = load_state_dict_file(paths["encoder"])
-        mu = states["encoder"].get("fc_mu.weight")
-        if mu is not None:
-            config = replace(config, encoder=replace(config.encoder, latent_dim=mu.shape[0]))
+        # Sizes the options cannot tell: the official encoder is 256 wide whatever z_dim says,
+        # and ours may be narrower than ngf; read them from the weights.
+        encoder_state = states["encoder"]
+        sizes = {}
+        if "fc_mu.weight" in encoder_state:
+            sizes["latent_dim"] = encoder_state["fc_mu.weight"].shape[0]
+        first = [v for k, v in encoder_state.items() if k.startswith("layer1.") and v.dim() == 4]
+        if first:
+            sizes["ndf"] = first[0].shape[0]
+        sizes["num_layers"] = 6 if any(k.startswith("layer6.") for k in encoder_state) else 5
+        config = replace(config, encoder=replace(config.encoder, **sizes))
     networks = build_networks(config, init_type=None)
     for name, state in states.items():
         load_into(getattr(networks, name), state, str(paths[name]))

@@ -149,14 +149,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import save_official
     from .models import Networks
 
-    checkpoint = load_any_checkpoint(args.checkpoint)
-    networks = checkpoint.networks
-    if args.ema:
-        if checkpoint.ema_generator is None:
-            raise SystemExit(f"{checkpoint.folder}: has no EMA generator")
-        networks = Networks(networks.config, checkpoint.ema_generator, networks.discriminator, networks.encoder)
-    save_official(args.official, networks, epoch=args.which_epoch)
-    print(f"wrote {args.which_epoch}_net_*.pth and opt.txt to {args.official}")
+    if not args.official and not args.onnx:
+        raise SystemExit("spade export: say what to write: --official FOLDER and/or --onnx FILE")
+    if args.official:
+        checkpoint = load_any_checkpoint(args.checkpoint)
+        networks = checkpoint.networks
+        if args.ema:
+            if checkpoint.ema_generator is None:
+                raise SystemExit(f"{checkpoint.folder}: has no EMA generator")
+            networks = Networks(networks.config, checkpoint.ema_generator, networks.discriminator, networks.encoder)
+        save_official(args.official, networks, epoch=args.which_epoch)
+        print(f"wrote {args.which_epoch}_net_*.pth and opt.txt to {args.official}")
+    if args.onnx:
+        from .export import export_onnx
+        from .inference import Synthesizer
+        from .semantics import build_semantics
+
+        synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device="cpu", epoch=args.which_epoch,
+                                                  use_ema=args.ema)
+        s, g = synthesizer.config.semantics, synthesizer.config.generator
+        height, width = synthesizer.output_size
+        labels = torch.zeros(1, 1, height, width, dtype=torch.long)
+        semantics = build_semantics(labels, s.label_nc, s.contain_dontcare_label, labels, s.use_instance)
+        z = None if g.z_dim is None else torch.zeros(1, g.z_dim)
+        export_onnx(synthesizer.networks.generator, args.onnx, semantics, z)
+        print(f"wrote {args.onnx} (inputs: semantics {tuple(semantics.shape[1:])} per image"
+              f"{'' if z is None else f', z ({g.z_dim},)'}; output: image in [-1, 1])")
     return 0
 
 
@@ -209,9 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(train)
     train.set_defaults(run=cmd_train)
 
-    export = commands.add_parser("export", help="write a checkpoint in the official layout")
-    export.add_argument("checkpoint", help="our checkpoint folder, or a run folder (its newest checkpoint)")
-    export.add_argument("--official", required=True, help="output folder: {epoch}_net_{G,D,E}.pth + opt.txt")
+    export = commands.add_parser("export", help="write a checkpoint in the official layout, or G as ONNX")
+    export.add_argument("checkpoint", help="our checkpoint folder, or a run folder (its newest checkpoint); "
+                        "for --onnx also an official folder")
+    export.add_argument("--official", help="output folder: {epoch}_net_{G,D,E}.pth + opt.txt")
+    export.add_argument("--onnx", help="output file: the generator as ONNX (spectral norm folded, dynamic batch)")
     export.add_argument("--which_epoch", default="latest")
     export.add_argument("--ema", action="store_true", help="export the EMA generator as G")
     export.set_defaults(run=cmd_export)

@@ -1,0 +1,55 @@
+"""Export a generator to ONNX, for runtimes without PyTorch.
+
+The exported graph is the reference SPADE path (static shapes, standard ops) with spectral norm
+folded into the conv weights (W / σ with the stored power-iteration vectors, exactly what eval
+mode computes), in eval mode, with a dynamic batch size. Inputs: ``semantics`` (N×C×H×W one-hot
++ edges) and, for models with an image encoder, ``z`` (N×z_dim); output: ``image`` in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def inference_copy(generator: nn.Module) -> nn.Module:
+    """An eval-mode copy with spectral norm folded into plain weights, on the reference path."""
+    folded = copy.deepcopy(generator).eval()
+    if hasattr(folded, "fast_spade"):
+        folded.fast_spade = False  # data-dependent index ops do not belong in a static graph
+    for module in folded.modules():
+        if hasattr(module, "weight_orig"):
+            torch.nn.utils.remove_spectral_norm(module)
+    return folded.requires_grad_(False)
+
+
+def export_onnx(generator: nn.Module, path: str | os.PathLike, example_semantics: torch.Tensor,
+                example_z: torch.Tensor | None = None) -> Path:
+    """Write ``generator`` as an ONNX file (atomically: a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = inference_copy(generator).cpu()
+    batch = torch.export.Dim("batch")
+    inputs: tuple = (example_semantics.cpu(),)
+    names, shapes = ["semantics"], {"seg": {0: batch}}
+    if example_z is not None:
+        inputs += (example_z.cpu(),)
+        names.append("z")
+        shapes["z"] = {0: batch}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
+            torch.onnx.export(model, inputs, tmp_name, input_names=names, output_names=["image"],
+                              dynamo=True, dynamic_shapes=shapes, external_data=False, verbose=False)
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return path

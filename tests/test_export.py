@@ -1,0 +1,67 @@
+"""ONNX export of the generator, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spade.checkpoint import save_official
+from spade.cli import main
+from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spade.export import export_onnx, inference_copy
+from spade.models import build_networks
+from spade.semantics import build_semantics
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _semantics(batch: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (batch, 1, 16, 16), generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    return build_semantics(labels, 5, True, labels, True)
+
+
+@pytest.mark.parametrize("z_dim", [None, 8])
+def test_onnx_matches_pytorch(tmp_path, z_dim):
+    torch.manual_seed(0)
+    config = ModelConfig(SemanticsConfig(5, True, True), GeneratorConfig(ngf=4, crop_size=64, z_dim=z_dim, spade_hidden=16))
+    generator = build_networks(config, init_type="normal", init_gain=0.2).generator
+    with torch.no_grad():  # a train-mode pass, so BatchNorm statistics and spectral vectors are not initial
+        generator.train()(_semantics(2, 0), None if z_dim is None else torch.randn(2, z_dim))
+    generator.eval()
+    path = export_onnx(generator, tmp_path / "g.onnx", _semantics(1, 1), None if z_dim is None else torch.zeros(1, z_dim))
+    session = ort.InferenceSession(str(path))
+    for batch in (1, 3):  # dynamic batch
+        semantics = _semantics(batch, 2 + batch)
+        feeds = {"semantics": semantics.numpy()}
+        z = None
+        if z_dim is not None:
+            z = torch.randn(batch, z_dim)
+            feeds["z"] = z.numpy()
+        onnx_out = session.run(None, feeds)[0]
+        with torch.no_grad():
+            torch_out = generator(semantics, z).numpy()  # the default (fast) path, spectral norm unfolded
+        assert np.abs(onnx_out - torch_out).max() <= 1e-4
+
+
+def test_folding_spectral_norm_keeps_the_function():
+    torch.manual_seed(0)
+    config = ModelConfig(SemanticsConfig(5, True, True), GeneratorConfig(ngf=4, crop_size=64, spade_hidden=16))
+    generator = build_networks(config, init_type="normal", init_gain=0.2).generator.eval()
+    folded = inference_copy(generator)
+    assert not any(hasattr(m, "weight_orig") for m in folded.modules())
+    with torch.no_grad():
+        assert float((folded(_semantics(2, 0)) - generator(_semantics(2, 0))).abs().max()) <= 1e-5
+
+
+def test_cli_exports_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(SemanticsConfig(5, True, True), GeneratorConfig(ngf=4, crop_size=64, z_dim=8, spade_hidden=16),
+                         None, EncoderConfig(ndf=2, num_layers=5, latent_dim=8))
+    save_official(tmp_path / "official", build_networks(config))
+    assert main(["export", str(tmp_path / "official"), "--onnx", str(tmp_path / "g.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["semantics", "z"]
+    with pytest.raises(SystemExit, match="--official FOLDER and/or --onnx FILE"):
+        main(["export", str(tmp_path / "official")])
