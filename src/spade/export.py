@@ -18,15 +18,22 @@ import torch
 from torch import nn
 
 
+def fold_spectral_norm(module: nn.Module) -> nn.Module:
+    """Replace spectral norm by plain weights W/σ (σ from the stored vectors, no power iteration:
+    what eval mode computes at every call), in place; returns the module, in eval mode."""
+    module.eval()
+    for layer in module.modules():
+        if hasattr(layer, "weight_orig"):
+            torch.nn.utils.remove_spectral_norm(layer)
+    return module.requires_grad_(False)
+
+
 def inference_copy(generator: nn.Module) -> nn.Module:
     """An eval-mode copy with spectral norm folded into plain weights, on the reference path."""
-    folded = copy.deepcopy(generator).eval()
+    folded = copy.deepcopy(generator)
     if hasattr(folded, "fast_spade"):
         folded.fast_spade = False  # data-dependent index ops do not belong in a static graph
-    for module in folded.modules():
-        if hasattr(module, "weight_orig"):
-            torch.nn.utils.remove_spectral_norm(module)
-    return folded.requires_grad_(False)
+    return fold_spectral_norm(folded)
 
 
 def export_onnx(generator: nn.Module, path: str | os.PathLike, example_semantics: torch.Tensor,

@@ -16,6 +16,7 @@ from PIL import Image
 from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official
 from .imageio import read_id_map, read_image, to_pil
 from .models import Networks
+from .export import fold_spectral_norm
 from .nn.encoder import reparameterize
 from .semantics import build_semantics
 
@@ -52,8 +53,14 @@ def _resize_ids(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Synthesizer:
     """``Synthesizer.from_checkpoint(path)(label_map, instance_map=None, style=None, seed=None)``."""
 
-    def __init__(self, networks: Networks, device: str | torch.device | None = None):
+    def __init__(self, networks: Networks, device: str | torch.device | None = None,
+                 fold: bool = False):
+        """``fold``: fold spectral norm into plain weights (W/σ with the stored vectors, what eval
+        mode computes at every call otherwise), in place: for networks owned by this object."""
         self.device = torch.device(device) if device is not None else default_device()
+        if fold:
+            networks = Networks(networks.config, fold_spectral_norm(networks.generator), None,
+                                None if networks.encoder is None else fold_spectral_norm(networks.encoder))
         self.networks = networks.to(self.device).eval()
         self.config = networks.config
 
@@ -72,9 +79,9 @@ class Synthesizer:
             networks = checkpoint.networks
             if use_ema and checkpoint.ema_generator is not None:
                 networks = Networks(networks.config, checkpoint.ema_generator, None, networks.encoder)
-            return cls(networks, device)
+            return cls(networks, device, fold=True)
         if (path / "opt.txt").is_file():
-            return cls(load_official(path, epoch=epoch).networks, device)
+            return cls(load_official(path, epoch=epoch).networks, device, fold=True)
         raise FileNotFoundError(f"{path}: not a checkpoint folder (expected config.json + generator.safetensors, "
                                 f"a run folder with checkpoints/, or an official opt.txt + {epoch}_net_G.pth)")
 
