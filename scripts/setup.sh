@@ -17,11 +17,13 @@ PY
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
 stamp=.venv/.spade-setup-stamp
-want=$(cat pyproject.toml scripts/setup.sh | .venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')-$torch_spec
+want=$(cat pyproject.toml scripts/setup.sh src/spade/nn/csrc/*.cpp | .venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')-$torch_spec
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setting up .venv ($torch_spec, then spade in editable mode)..."
   # shellcheck disable=SC2086  # the spec may carry pip options
   .venv/bin/python -m pip install -q --disable-pip-version-check $torch_spec
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  # The compiled kernel of the fast SPADE path (optional: without a compiler the PyTorch path runs).
+  .venv/bin/python -m spade.nn.kernels || true
   echo "$want" > "$stamp"
 fi

@@ -132,3 +132,28 @@ def test_instance_norm_gradient_does_not_depend_on_the_gradient_layout():
         InstanceNorm2d(8)(x).backward(grad.contiguous(memory_format=layout))
         results.append(x.grad.clone())
     assert float((results[0] - results[1]).abs().max()) < 1e-5
+
+
+def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
+    """The compiled modulation kernel (built by the set-up) and the PyTorch ops give the same
+    images (eval BatchNorm, the official generator norm; instance norm returns NCHW and keeps the
+    PyTorch ops); skipped where no kernel could be built."""
+    from spade.nn import kernels
+
+    if kernels.load() is None:
+        pytest.skip("the compiled SPADE kernel is not built (python -m spade.nn.kernels)")
+    classes = 7
+    labels, instances = _label_maps("blocks", classes, 64)
+    for norm in ("spectralspadesyncbatch3x3", "spadebatch3x3"):
+        semantics = build_semantics(labels, classes, False, instances, True)
+        g = _generator(semantics.shape[1], norm).eval()
+        with torch.no_grad():
+            calls = []
+            real_modulate = kernels.modulate
+            monkeypatch.setattr(kernels, "modulate", lambda *a: calls.append(1) or real_modulate(*a))
+            compiled = g(semantics)
+            assert calls, "the kernel was not used"
+            monkeypatch.setattr(kernels, "usable", lambda *a: False)
+            pytorch = g(semantics)
+            monkeypatch.undo()
+        assert float((compiled - pytorch).abs().max()) <= 1e-5

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 
 @dataclass
 class Level:
@@ -40,6 +42,7 @@ class Level:
     boundary_index: torch.Tensor      # B flat indices (into N·H·W) of the other pixels
     boundary_patch_index: torch.Tensor  # B×9 indices of their 3×3 neighbours in the padded map
     neighbour_index: torch.Tensor     # (N·H·W)×9 indices into the offset-major embedding table
+    pixel_row: torch.Tensor | None = None     # N·H·W: the row of [s | t] per pixel: its class (interior) or K + j (boundary j)
     pattern_rep: torch.Tensor | None = None   # U pixels, one per distinct 3×3 key pattern
     pattern_bag: torch.Tensor | None = None   # B×9 rows of the per-(pattern, offset) products
 
@@ -121,10 +124,12 @@ def _make_level(maps: LabelMaps, size: tuple[int, int]) -> Level:
         padded = F.pad(keys, (1, 1, 1, 1), value=2 * k)
         neighbours = [padded[:, dy:dy + h, dx:dx + w] + (dy * 3 + dx) * (2 * k + 1) for dy in range(3) for dx in range(3)]
         neighbour_index = torch.stack(neighbours, dim=-1).reshape(-1, 9)
+        pixel_row = ids[:, 0].reshape(-1).clone()
+        pixel_row[boundary_index] = k + torch.arange(boundary_index.numel(), device=ids.device)
         pattern_rep, pattern_bag = _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k)
     return Level(ids=ids[:, 0], edges=edges, interior=interior, boundary_index=boundary_index,
                  boundary_patch_index=boundary_patch_index, neighbour_index=neighbour_index,
-                 pattern_rep=pattern_rep, pattern_bag=pattern_bag)
+                 pixel_row=pixel_row, pattern_rep=pattern_rep, pattern_bag=pattern_bag)
 
 
 def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k):
@@ -237,22 +242,30 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int) -> to
     # same at all 9 taps, relu(Σ_o table[o, 2c] + b), so γ|β = (Σ_o W_o) · actv_c + b.
     by_key = table.view(9, 2 * num_classes + 1, hidden)
     class_actv = F.relu(by_key[:, 0:2 * num_classes:2].sum(0) + shared.bias)
-    per_pixel = F.embedding(level.ids.reshape(-1), rows(torch.addmm(bias, class_actv, weight_sum)))
+    parts = [rows(torch.addmm(bias, class_actv, weight_sum))]
 
     # Boundaries: mlp_shared as an embedding sum over the 9 neighbours (+ bias, ReLU) where needed,
-    # then the exact 3×3 γ|β conv on their gathered patches (zero padding of the activations).
+    # then the exact 3×3 γ|β conv, by distinct patterns or on gathered patches (zero padding of
+    # the activations).
     if level.pattern_rep is not None:
         actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared.bias)
         products = (actv @ offset_weight).view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
         products = torch.cat([products, products.new_zeros(1, 2 * channels)])
-        exact = F.embedding_bag(level.pattern_bag, products, mode="sum") + bias
-        per_pixel.index_copy_(0, level.boundary_index, rows(exact).to(per_pixel.dtype))
+        parts.append(rows(F.embedding_bag(level.pattern_bag, products, mode="sum") + bias))
     elif level.boundary_index.numel():
         actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared.bias)
         padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
         patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)  # B × (offset, hidden)
-        per_pixel.index_copy_(0, level.boundary_index, rows(torch.addmm(bias, patches, flat_weight)).to(per_pixel.dtype))
-    per_pixel = per_pixel.view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+        parts.append(rows(torch.addmm(bias, patches, flat_weight)))
+    all_rows = torch.cat([part.to(parts[0].dtype) for part in parts])  # (K + B) × 2C
+
+    centred = None if fold else norm(x)
+    if kernels.usable(x if fold else centred, all_rows):
+        # One pass per pixel: look the row up and modulate, without spreading the rows first.
+        return kernels.modulate(x if fold else centred, all_rows, level.pixel_row,
+                                norm.running_mean if fold else None)
+    per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
     scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
-    centred = (x - norm.running_mean.view(1, -1, 1, 1)) if fold else norm(x)
+    if fold:
+        centred = x - norm.running_mean.view(1, -1, 1, 1)
     return torch.addcmul(shift, centred, scale)
