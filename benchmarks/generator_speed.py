@@ -129,7 +129,7 @@ def training_step(fast: bool):
 def time_training(repeats: int) -> dict[bool, float]:
     steps = {fast: training_step(fast) for fast in (False, True)}
     times: dict[bool, list[float]] = {False: [], True: []}
-    for fast, step in steps.items():
+    for step in steps.values():
         step()  # warm-up
     for _ in range(repeats):
         for fast, step in steps.items():

@@ -45,7 +45,7 @@ class RunLogger:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:  # tensorboard is a dependency, but a trimmed install may lack it
-                warnings.warn("tensorboard is not installed: losses go to logs/losses.jsonl only")
+                warnings.warn("tensorboard is not installed: losses go to logs/losses.jsonl only", stacklevel=2)
 
     def log(self, record: dict) -> None:
         if not self.active:
