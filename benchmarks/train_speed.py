@@ -26,6 +26,9 @@ CONFIGS = {
                                                    "--crop_size", "64", "--ngf", "4", "--spade_hidden", "16",
                                                    "--ndf", "8", "--n_layers_D", "3"],
 }
+# Each config with the fast SPADE path (the default) and with the reference path.
+CONFIGS = {f"{name}{suffix}": flags + extra for name, flags in CONFIGS.items()
+           for suffix, extra in (("", []), (", reference SPADE", ["--reference_spade"]))}
 
 
 def run_one(flags: list[str]) -> None:
@@ -61,10 +64,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vgg_path = Path(tmp) / "vgg19_random.pth"
         torch.save(VGG19Features().state_dict(), vgg_path)
-        print(f"{'config':<46} {'s/iteration':>12} {'peak MiB':>10}")
-        for name, extra in CONFIGS.items():
+        print(f"{'config':<64} {'s/iteration':>12} {'peak MiB':>10}")
+        for number, (name, extra) in enumerate(CONFIGS.items()):
             flags = ["--dataset_mode", "coco", "--dataroot", args.dataroot, "--name", "bench",
-                     "--checkpoints_dir", str(Path(tmp) / name.split()[0]), "--max_steps", str(args.steps + 1),
+                     "--checkpoints_dir", str(Path(tmp) / f"run{number}"),
+                     "--max_steps", str(args.steps + 1),
                      "--print_freq", "1", "--display_freq", "100000", "--save_latest_freq", "100000",
                      "--vgg_path", str(vgg_path), "--no_progress", "--no_tensorboard", "--gpu_ids", args.gpu_ids,
                      *extra]
@@ -72,7 +76,7 @@ def main() -> None:
             if out.returncode != 0:
                 raise SystemExit(out.stderr[-2000:])
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{name:<46} {result['seconds_per_iteration']:>12.3f} {result['peak_memory_mib']:>10.0f}"
+            print(f"{name:<64} {result['seconds_per_iteration']:>12.3f} {result['peak_memory_mib']:>10.0f}"
                   f"   ({result['device']}, mean of {args.steps} after one warm-up; fastest {result['min']:.3f})")
 
 

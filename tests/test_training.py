@@ -169,6 +169,8 @@ def test_official_command_line_resolves_official_defaults(capsys):
     city = run_config_from_args(build_parser().parse_args(["train", "--dataset_mode", "cityscapes", "--no_TTUR"]))
     assert city.model.generator.num_upsampling_layers == "more" and city.model.generator.aspect_ratio == 2.0
     assert (city.train.beta1, city.train.beta2) == (0.5, 0.999)
+    assert run.train.fast_spade
+    assert not run_config_from_args(build_parser().parse_args(["train", "--reference_spade"])).train.fast_spade
     p2p = run_config_from_args(build_parser().parse_args(["train", "--netG", "pix2pixhd"]))
     assert p2p.model.generator.norm_G == "instance"
     assert main(["train", "--dataset_mode", "ade20k", "--use_vae", "--dry-run"]) == 0

@@ -309,6 +309,7 @@ class TrainConfig:
     init_type: str = "xavier"
     init_variance: float = 0.02
     tensorboard: bool = True
+    fast_spade: bool = True                  # the exact fast SPADE path (spade.nn.fast_spade)
 
 
 @dataclass(frozen=True)

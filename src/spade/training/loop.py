@@ -298,6 +298,8 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
             ema = EMA(networks.generator, cfg.ema_decay)
     if networks.discriminator is None:
         raise ValueError("training needs a discriminator: the model config has none")
+    if hasattr(networks.generator, "fast_spade"):
+        networks.generator.fast_spade = networks.generator.fast_spade and cfg.fast_spade
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "run_config.json",
