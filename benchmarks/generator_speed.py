@@ -6,7 +6,8 @@ In one run on this machine (batch 1, fp32, random weights at the official widths
 Cityscapes (35 labels + instance edges, 512×256, 'more'; a drawn street scene), COCO-Stuff
 (182 + don't-care + instance edges, 256×256, encoder z input; a real COCO-Stuff label map) and
 ADE20K (150 + don't-care, 256×256; a label map with realistic region sizes), it prints the time
-of each path (the fast one with spectral norm folded at load time, as ``Synthesizer`` does), their
+of each path (the fast one prepared at load time as ``Synthesizer`` does: spectral norm folded,
+conv weights channels-last), their
 ratio and the largest difference of their images; then one training iteration (G step + D step,
 hinge + feature matching, TTUR Adam) at 256×256 with each path.
 """
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from spade.export import fold_spectral_norm
+from spade.export import prepare_for_inference
 from spade.config import DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig
 from spade.models import build_networks
 from spade.nn.generator import SPADEGenerator
@@ -82,9 +83,9 @@ def randomize(generator: SPADEGenerator, semantics: torch.Tensor, z) -> None:
 
 def time_generator(generator, semantics, z, repeats: int) -> dict:
     """Reference: the generator as the official code runs it. Fast: the fast SPADE path, with
-    spectral norm folded at load time as ``Synthesizer`` does. The two alternate, so that a
+    spectral norm folded and conv weights channels-last at load time, as ``Synthesizer`` does. The two alternate, so that a
     slower spell of this shared machine hits both; the best time of each is kept."""
-    folded = fold_spectral_norm(copy.deepcopy(generator))
+    folded = prepare_for_inference(copy.deepcopy(generator))
     nets = {False: generator, True: folded}
     times: dict[bool, list[float]] = {False: [], True: []}
     outs = {}

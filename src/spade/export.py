@@ -28,9 +28,17 @@ def fold_spectral_norm(module: nn.Module) -> nn.Module:
     return module.requires_grad_(False)
 
 
+def prepare_for_inference(module: nn.Module) -> nn.Module:
+    """Fold spectral norm and store the conv weights channels-last, in place: the fast SPADE path
+    runs its convs on channels-last activations, and channels-last weights spare oneDNN a weight
+    reorder at every call."""
+    fold_spectral_norm(module)
+    return module.to(memory_format=torch.channels_last)
+
+
 def inference_copy(generator: nn.Module) -> nn.Module:
     """An eval-mode copy with spectral norm folded into plain weights, on the reference path."""
-    folded = copy.deepcopy(generator)
+    folded = copy.deepcopy(generator).to(memory_format=torch.contiguous_format)  # plain strides for export
     if hasattr(folded, "fast_spade"):
         folded.fast_spade = False  # data-dependent index ops do not belong in a static graph
     return fold_spectral_norm(folded)

@@ -16,7 +16,7 @@ from PIL import Image
 from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official
 from .imageio import read_id_map, read_image, to_pil
 from .models import Networks
-from .export import fold_spectral_norm
+from .export import prepare_for_inference
 from .nn.encoder import reparameterize
 from .semantics import build_semantics
 
@@ -56,11 +56,12 @@ class Synthesizer:
     def __init__(self, networks: Networks, device: str | torch.device | None = None,
                  fold: bool = False):
         """``fold``: fold spectral norm into plain weights (W/σ with the stored vectors, what eval
-        mode computes at every call otherwise), in place: for networks owned by this object."""
+        mode computes at every call otherwise) and store conv weights channels-last, in place:
+        for networks owned by this object."""
         self.device = torch.device(device) if device is not None else default_device()
         if fold:
-            networks = Networks(networks.config, fold_spectral_norm(networks.generator), None,
-                                None if networks.encoder is None else fold_spectral_norm(networks.encoder))
+            networks = Networks(networks.config, prepare_for_inference(networks.generator), None,
+                                None if networks.encoder is None else prepare_for_inference(networks.encoder))
         self.networks = networks.to(self.device).eval()
         self.config = networks.config
 
