@@ -151,10 +151,6 @@ def save_official(folder: str | os.PathLike, networks: Networks, epoch: str = "l
     atomic_write(folder / "opt.txt", lambda tmp: write_opt_txt(tmp, merged))
 
 
-def model_config_of(checkpoint: OfficialCheckpoint) -> ModelConfig:
-    return checkpoint.networks.config
-
-
 CHECKPOINT_FORMAT = "spade-checkpoint"
 CHECKPOINT_VERSION = 1
 _WEIGHT_FILES = {"generator": "generator.safetensors", "discriminator": "discriminator.safetensors",
