@@ -26,7 +26,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-DONTCARE_ID = 255  # "unlabeled" in the official datasets; always drawn black
+from .semantics import DONTCARE_ID  # "unlabeled" in the official datasets; always drawn black
+
 
 # -- colour maps ----------------------------------------------------------------------------------
 
