@@ -284,3 +284,11 @@ def test_training_variants_run_and_log(tmp_path, flags, expected_losses):
     if "--use_vae" in flags:
         assert checkpoint.networks.encoder is not None and checkpoint.ema_generator is not None
         assert checkpoint.networks.encoder.fc_mu.out_features == 8  # z_dim wide, unlike the official encoder
+
+
+def test_max_minutes_stops_with_a_checkpoint_that_resumes(tmp_path):
+    """--max_minutes 0: the first step is already late, so the run stops after it and saves."""
+    stopped = train(tiny_run(tmp_path / "r", max_steps=9, max_minutes=0.0), progress=False)
+    assert stopped.step == 1 and stopped.checkpoint.name == "step_00000001"
+    resumed = train(tiny_run(tmp_path / "r", max_steps=3), resume=True, progress=False)
+    assert resumed.step == 3

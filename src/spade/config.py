@@ -293,6 +293,7 @@ class TrainConfig:
     niter_decay: int = 0                     # epochs of linear decay to 0 afterwards
     D_steps_per_G: int = 1
     max_steps: int | None = None             # stop after this many iterations (all epochs otherwise)
+    max_minutes: float | None = None         # stop (with a checkpoint) after this much wall time
     seed: int = 0
     deterministic: bool = False              # deterministic algorithms; exact resume on CPU
     ema: bool = False                        # keep an exponential moving average of G

@@ -62,6 +62,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours = parser.add_argument_group("options of ours")
     ours.add_argument("--vgg_path", help="torchvision vgg19 weights file (or set SPADE_VGG19_WEIGHTS)")
     ours.add_argument("--max_steps", type=int, help="stop after this many iterations in all")
+    ours.add_argument("--max_minutes", type=float,
+                      help="stop after this much wall time, with a checkpoint (resume with --continue_train)")
     ours.add_argument("--seed", type=int, default=0)
     ours.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
     ours.add_argument("--ema", action="store_true", help="keep an exponential moving average of G")
@@ -116,7 +118,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     train = TrainConfig(
         run_dir=str(Path(o["checkpoints_dir"]) / o["name"]), batch_size=o["batchSize"], lr=o["lr"],
         beta1=o["beta1"], beta2=o["beta2"], no_TTUR=o["no_TTUR"], niter=o["niter"], niter_decay=o["niter_decay"],
-        D_steps_per_G=o["D_steps_per_G"], max_steps=args.max_steps, seed=args.seed,
+        D_steps_per_G=o["D_steps_per_G"], max_steps=args.max_steps, max_minutes=args.max_minutes,
+        seed=args.seed,
         deterministic=args.deterministic, ema=args.ema, ema_decay=args.ema_decay, amp=args.amp,
         channels_last=args.channels_last, num_workers=o["nThreads"], serial_batches=o["serial_batches"],
         display_freq=o["display_freq"], print_freq=o["print_freq"], save_latest_freq=o["save_latest_freq"],

@@ -418,6 +418,18 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
         # The official counters count images: due when a multiple of freq was just passed.
         return freq > 0 and (step * cfg.batch_size) % freq < cfg.batch_size
 
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
+
+    def out_of_time() -> bool:
+        if deadline is None:
+            return False
+        late = torch.tensor([int(time.monotonic() > deadline)], dtype=torch.int32)
+        if ctx.enabled:  # rank clocks differ: stop together, when any rank is late
+            flag = late.to(device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            late = flag.cpu()
+        return bool(late.item())
+
     loader_generator = torch.Generator()  # keeps DataLoader seeding off the global RNG (exact resume)
     started, steps_timed = time.perf_counter(), 0
     g_losses: dict[str, torch.Tensor] = {}
@@ -488,7 +500,8 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
                 logger.display(step, batch["label"], columns)
             if due(cfg.save_latest_freq):
                 save(f"step_{step:08d}")
-            if step >= total_steps:
+            if step >= total_steps or out_of_time():
+                total_steps = step  # the run ends here; the final checkpoint below records it
                 break
         if batch_index >= batches_per_epoch:  # the epoch is complete
             finished = epoch

@@ -1,0 +1,81 @@
+"""The same results on CUDA: fast vs reference SPADE, CUDA vs CPU on the official fixtures,
+and training runs (fp32, bf16, fp16 with loss scaling, channels-last, EMA, resume).
+
+Skipped where no GPU is present; run the suite on a GPU machine to exercise them. TF32 is turned
+off for the comparisons: with it, cuDNN convolutions round their inputs to 10-bit mantissas,
+which is a different computation, not a wrong one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spade.inference import Synthesizer
+from spade.semantics import build_semantics
+from spade.training.loop import train
+
+from conftest import OFFICIAL, assert_close_to_reference, official_fixture
+from test_fast_spade import _generator, _label_maps, _run
+from test_training import tiny_run, weights
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("norm, train_mode", [("spectralspadesyncbatch3x3", False),
+                                              ("spectralspadesyncbatch3x3", True), ("spadeinstance3x3", True)])
+def test_fast_equals_reference_on_cuda(norm, train_mode):
+    labels, instances = _label_maps("blocks", 7, 64)
+    labels[:, :, :6, :6] = 255
+    semantics = build_semantics(labels, 7, True, instances, True).cuda()
+    g = _generator(semantics.shape[1], norm).cuda()
+    state = {k: v.clone() for k, v in g.state_dict().items()}
+    out_ref, grads_ref = _run(g, semantics, fast=False, train=train_mode)
+    g.load_state_dict(state)
+    out_fast, grads_fast = _run(g, semantics, fast=True, train=train_mode)
+    assert float((out_fast - out_ref).abs().max()) <= 1e-4
+    scale = max(float(grad.abs().max()) for grad in grads_ref.values())
+    for name, grad in grads_ref.items():
+        assert float((grads_fast[name] - grad).abs().max()) <= 1e-4 * scale, name
+
+
+@pytest.mark.parametrize("name", ["cityscapes_like", "ade20k_vae_more"])
+def test_official_checkpoints_on_cuda_give_the_recorded_outputs(name):
+    """The official folders' PNG inputs through Synthesizer on the GPU (fast path, folded)."""
+    fx = official_fixture(name)
+    folder = OFFICIAL / f"{name}_checkpoint"
+    synthesizer = Synthesizer.from_checkpoint(folder, device="cuda")
+    outputs = []
+    for b in range(fx["label"].shape[0]):
+        instance = folder / f"input_instance_{b}.png" if synthesizer.config.semantics.use_instance else None
+        z = fx["z"][b: b + 1] if synthesizer.config.generator.z_dim is not None else None
+        outputs.append(synthesizer.synthesize(folder / f"input_label_{b}.png", instance, z=z).cpu())
+    assert_close_to_reference(torch.cat(outputs), fx["G_eval_out"], f"{name} on CUDA", rel=1e-4)
+
+
+def test_random_style_is_drawn_on_the_gpu():
+    synthesizer = Synthesizer.from_checkpoint(OFFICIAL / "ade20k_vae_more_checkpoint", device="cuda")
+    label = OFFICIAL / "ade20k_vae_more_checkpoint" / "input_label_0.png"
+    a, b = synthesizer.synthesize(label, seed=3), synthesizer.synthesize(label, seed=3)
+    assert a.is_cuda and torch.equal(a, b)
+    assert not torch.equal(a, synthesizer.synthesize(label, seed=4))
+
+
+@pytest.mark.parametrize("amp, channels_last", [("none", False), ("bf16", True), ("fp16", False)])
+def test_training_runs_and_resumes_on_cuda(tmp_path, amp, channels_last):
+    stopped = train(tiny_run(tmp_path / "run", max_steps=3, ema=True, amp=amp, channels_last=channels_last,
+                             deterministic=False), device=torch.device("cuda"), progress=False)
+    assert stopped.step == 3
+    resumed = train(tiny_run(tmp_path / "run", max_steps=5, ema=True, amp=amp, channels_last=channels_last,
+                             deterministic=False), resume=True, device=torch.device("cuda"), progress=False)
+    assert resumed.step == 5
+    saved = weights(resumed.checkpoint)
+    assert saved and all(torch.isfinite(t).all() for t in saved.values())
