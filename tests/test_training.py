@@ -149,6 +149,25 @@ def test_export_to_official_and_import_back(tmp_path):
     assert again.networks.config == ours.networks.config and again.training_state is None
 
 
+def test_inference_export_in_float16_is_the_rounded_model(tmp_path):
+    """--inference --half keeps the EMA generator and the encoder, rounded once to float16."""
+    from spade.inference import Synthesizer
+
+    result = train(tiny_run(tmp_path / "run", max_steps=2, ema=True), progress=False)
+    assert main(["export", str(tmp_path / "run"), "--inference", str(tmp_path / "inf"), "--half"]) == 0
+    files = sorted(p.name for p in (tmp_path / "inf").iterdir())
+    assert files == ["config.json", "generator.safetensors"]
+    stored = load_file(str(tmp_path / "inf" / "generator.safetensors"))
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    ema = load_checkpoint(result.checkpoint).ema_generator.state_dict()
+    assert stored.keys() == ema.keys()
+    assert all(torch.equal(stored[k], ema[k].half()) for k in stored if stored[k].is_floating_point())
+    # it loads as a float32 model whose weights are the rounded ones, and synthesizes
+    synthesizer = Synthesizer.from_checkpoint(tmp_path / "inf", device="cpu")
+    label = next((COCO_SAMPLES / "val_label").glob("*.png"))
+    assert synthesizer.synthesize(label, resize=True).dtype == torch.float32
+
+
 def test_learning_rate_schedule_follows_the_official_code():
     config = TrainConfig(lr=0.0002, niter=2, niter_decay=4)
     assert learning_rates(config, 1) == learning_rates(config, 3) == (0.0001, 0.0004)  # TTUR

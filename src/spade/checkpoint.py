@@ -17,6 +17,7 @@ Our checkpoint folder::
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -207,6 +208,23 @@ def save_checkpoint(folder: str | os.PathLike, networks: Networks, *, ema_genera
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def save_inference_checkpoint(folder: str | os.PathLike, checkpoint: "Checkpoint", *, use_ema: bool = True,
+                              dtype: torch.dtype = torch.float32, extra: dict[str, Any] | None = None) -> Path:
+    """What inference needs of a training checkpoint: the (EMA) generator as ``generator`` and the
+    image encoder, without the discriminator and the training state; optionally stored in
+    float16, which halves the files (the weights are rounded once; loading casts them back to
+    float32, so the stored values *are* the model)."""
+    networks = checkpoint.networks
+    use_ema = use_ema and checkpoint.ema_generator is not None
+    generator = checkpoint.ema_generator if use_ema else networks.generator
+    encoder = networks.encoder
+    if dtype != torch.float32:  # rounded copies: the caller's networks stay as they are
+        generator = copy.deepcopy(generator).to(dtype)
+        encoder = None if encoder is None else copy.deepcopy(encoder).to(dtype)
+    meta = {**(extra or {}), "weights_dtype": str(dtype).removeprefix("torch."), "generator_is_ema": use_ema}
+    return save_checkpoint(folder, Networks(networks.config, generator, None, encoder), extra=meta)
 
 
 @dataclass

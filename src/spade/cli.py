@@ -149,8 +149,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import save_official
     from .models import Networks
 
-    if not args.official and not args.onnx:
-        raise SystemExit("spade export: say what to write: --official FOLDER and/or --onnx FILE")
+    if not args.official and not args.onnx and not args.inference:
+        raise SystemExit("spade export: say what to write: --official FOLDER, --inference FOLDER and/or --onnx FILE")
+    if args.inference:
+        from .checkpoint import save_inference_checkpoint
+
+        checkpoint = load_any_checkpoint(args.checkpoint)
+        dtype = torch.float16 if args.half else torch.float32
+        folder = save_inference_checkpoint(args.inference, checkpoint, use_ema=True, dtype=dtype,
+                                           extra={"exported_from": str(checkpoint.folder),
+                                                  "step": checkpoint.meta.get("step")})
+        print(f"wrote {folder} (the EMA generator where there is one, and the encoder; {dtype})")
     if args.official:
         checkpoint = load_any_checkpoint(args.checkpoint)
         networks = checkpoint.networks
@@ -232,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for --onnx also an official folder")
     export.add_argument("--official", help="output folder: {epoch}_net_{G,D,E}.pth + opt.txt")
     export.add_argument("--onnx", help="output file: the generator as ONNX (spectral norm folded, dynamic batch)")
+    export.add_argument("--inference", help="output folder: our checkpoint with only what inference needs "
+                        "(the EMA generator where there is one, the encoder)")
+    export.add_argument("--half", action="store_true", help="with --inference: store the weights in float16")
     export.add_argument("--which_epoch", default="latest")
     export.add_argument("--ema", action="store_true", help="export the EMA generator as G")
     export.set_defaults(run=cmd_export)
