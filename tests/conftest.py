@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The shared fixtures and samples: $SPADE_SHARED, else ../shared beside the repository (CI's
+# layout), else shared/ inside it.
+_REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPADE_SHARED") or next(
+    (p for p in (_REPO.parent / "shared", _REPO / "shared") if p.is_dir()), _REPO.parent / "shared"))
 OFFICIAL = SHARED / "fixtures" / "official_spade"
 COCO_SAMPLES = SHARED / "data" / "coco_stuff_samples"
 FIXTURE_NAMES = ["cityscapes_like", "ade20k_vae_more"]

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Trains the bundled landscapes model (SPADE with the image encoder) and the pix2pixHD baseline
+# side by side on the same procedural landscapes, for the same wall time on one GPU, then exports
+# both at the same step (the largest checkpointed step both reached) as float16 inference
+# checkpoints. This is the command that produced src/spade/weights/landscapes/.
+#
+#   bash scripts/train_landscape_models.sh WORK_DIR [MINUTES]
+#
+# Environment: SPADE (the command, default `spade`), COUNT (training samples, default 3000),
+# DATA_SEED (default 1), GPU_IDS (default 0), WORKERS (data-loading processes per run, default 6);
+# BATCH and EVERY (checkpoint interval) only to try the script out small.
+set -euo pipefail
+work=${1:?usage: train_landscape_models.sh WORK_DIR [MINUTES]}
+minutes=${2:-7}
+spade=${SPADE:-spade}
+count=${COUNT:-3000}
+data_seed=${DATA_SEED:-1}
+gpu=${GPU_IDS:-0}
+workers=${WORKERS:-6}
+batch=${BATCH:-16}
+every=${EVERY:-100}  # checkpoint every 100 iterations, so both models can be taken at the same step
+
+mkdir -p "$work"
+if [ ! -f "$work/data/.complete" ]; then
+    $spade landscapes --out "$work/data" --count "$count" --size 256 --seed "$data_seed"
+    touch "$work/data/.complete"
+fi
+
+# Options both runs share: the data, the batch, the losses (no VGG: its weights are not
+# bundled), TTUR at the official rates, EMA, and the checkpoint rhythm.
+common=(--dataset_mode custom --label_dir "$work/data/label" --image_dir "$work/data/image"
+        --label_nc 182 --contain_dontcare_label --no_instance --crop_size 256 --load_size 286
+        --batchSize $batch --niter 100000 --no_vgg_loss --ema --max_minutes "$minutes"
+        --save_latest_freq $((every * batch)) --keep_checkpoints 1000 --save_epoch_freq 100000
+        --display_freq $((every * batch)) --print_freq $((10 * batch)) --nThreads "$workers"
+        --gpu_ids "$gpu" --checkpoints_dir "$work/runs" --no_progress)
+
+# SPADE + VAE (Sec. 3.3): ngf 16 and a 64-wide label network keep G + E at 14.9 M parameters
+# (28 MB in float16); pix2pixHD at ngf 18 has 14.6 M, a comparable budget.
+$spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 \
+    "${common[@]}" > "$work/spade_train.log" 2>&1 &
+spade_pid=$!
+$spade train --name pix2pixhd_landscapes --netG pix2pixhd --ngf 18 \
+    "${common[@]}" > "$work/pix2pixhd_train.log" 2>&1 &
+p2p_pid=$!
+status=0
+wait $spade_pid || status=$?
+wait $p2p_pid || status=$?
+if [ $status -ne 0 ]; then
+    tail -n 30 "$work/spade_train.log" "$work/pix2pixhd_train.log"
+    exit $status
+fi
+
+# The same step for both: the largest multiple of $every that both runs checkpointed.
+last_step() { sed -n 's/^step_0*\([0-9][0-9]*\)$/\1/p' <(ls "$1") | sort -n | tail -n 1; }
+spade_last=$(last_step "$work/runs/spade_landscapes/checkpoints")
+p2p_last=$(last_step "$work/runs/pix2pixhd_landscapes/checkpoints")
+common_step=$(( (spade_last < p2p_last ? spade_last : p2p_last) / every * every ))
+echo "SPADE reached step $spade_last, pix2pixHD $p2p_last: both exported at step $common_step"
+step_name=$(printf "step_%08d" "$common_step")
+for run in spade_landscapes pix2pixhd_landscapes; do
+    $spade export "$work/runs/$run/checkpoints/$step_name" --inference "$work/export/$run" --half
+done
