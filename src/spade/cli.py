@@ -196,6 +196,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_landscapes(args: argparse.Namespace) -> int:
+    from .data.landscapes import write_dataset
+
+    size = parse_size(args.size)
+    try:
+        written = write_dataset(args.out, args.count, size, seed=args.seed, workers=args.workers,
+                                overwrite=args.overwrite)
+    except ValueError as error:
+        raise SystemExit(f"spade landscapes: {error}") from None
+    print(f"wrote {written} of {args.count} samples ({size[0]}x{size[1]}) to {args.out}; train with\n"
+          f"  spade train --dataset_mode coco --dataroot {args.out} --coco_no_portraits ...  or\n"
+          f"  spade train --dataset_mode custom --label_nc 182 --label_dir {args.out}/train_label "
+          f"--image_dir {args.out}/train_img --instance_dir {args.out}/train_inst ...")
+    return 0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256' (square) or 'WxH' (e.g. '512x256') → (width, height)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise SystemExit(f"--size {text}: give one number (a square) or WIDTHxHEIGHT, e.g. 512x256")
+    width = int(parts[0])
+    return width, int(parts[-1])
+
+
 def load_any_checkpoint(path: str):
     """Our checkpoint folder, or a run folder (its newest checkpoint)."""
     from .checkpoint import is_checkpoint_folder, load_checkpoint
@@ -253,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--out", required=True, help="our checkpoint folder to write")
     importer.add_argument("--which_epoch", default="latest")
     importer.set_defaults(run=cmd_import)
+
+    landscapes = commands.add_parser("landscapes", help="write a procedural landscape data set "
+                                     "(COCO-Stuff ids; train_label/, train_inst/, train_img/ PNGs)")
+    landscapes.add_argument("--out", required=True, help="output folder (resumed if made with the same seed and size)")
+    landscapes.add_argument("--count", type=int, required=True, help="number of samples")
+    landscapes.add_argument("--size", default="256", help="256 (square) or WIDTHxHEIGHT, e.g. 512x256")
+    landscapes.add_argument("--seed", type=int, default=0, help="data set seed: sample i comes from (seed, i)")
+    landscapes.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    landscapes.add_argument("--overwrite", action="store_true", help="delete the samples already in --out first")
+    landscapes.set_defaults(run=cmd_landscapes)
     return parser
 
 
