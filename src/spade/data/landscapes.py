@@ -95,8 +95,12 @@ def _words(seed: int | Sequence[int]) -> list[int]:
 
 
 def _rng(seed: int | Sequence[int], stream: int) -> Generator:
-    """An independent PCG64 stream for (seed, stream): 0 = layout, 1 = appearance, 2 = textures."""
-    return Generator(PCG64(SeedSequence(_words(seed), spawn_key=(stream,))))
+    """An independent PCG64 stream for (seed, stream): 0 = layout, 1 = appearance, 2 = textures.
+
+    The word count leads the entropy: SeedSequence pads with zeros, so without it the seeds 7
+    and (7, 0) would be the same stream."""
+    words = _words(seed)
+    return Generator(PCG64(SeedSequence([len(words), *words], spawn_key=(stream,))))
 
 
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -1,0 +1,56 @@
+"""Samples per second of the procedural landscapes: generation alone (one process), and the
+``spade landscapes`` command (generation + three PNG files per sample, all its workers).
+
+Usage: python benchmarks/landscapes_speed.py [--count N] [--size 256|WxH] [--workers K]
+
+The command is timed from its own start to its end, so Python and import start-up are counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from spade.cli import parse_size
+from spade.data.landscapes import generate_landscape
+
+
+def generation_rate(count: int, size: tuple[int, int]) -> float:
+    generate_landscape((0, 0), size)  # warm-up: imports, first allocations
+    start = time.perf_counter()
+    for index in range(count):
+        generate_landscape((0, index), size)
+    return count / (time.perf_counter() - start)
+
+
+def cli_rate(count: int, size_text: str, workers: int) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "landscapes"
+        command = [sys.executable, "-m", "spade.cli", "landscapes", "--out", str(out), "--count", str(count),
+                   "--size", size_text, "--seed", "0", "--workers", str(workers)]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - start
+        assert len(list((out / "train_img").glob("*.png"))) == count
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--size", default="256")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    print(f"{size[0]}x{size[1]}, {args.count} samples, {os.cpu_count()} cores")
+    print(f"generation, 1 process:           {generation_rate(min(args.count, 200), size):6.1f} samples/s")
+    print(f"spade landscapes, {args.workers} worker(s): {cli_rate(args.count, args.size, args.workers):6.1f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
