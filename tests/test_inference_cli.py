@@ -40,9 +40,17 @@ def _write(path, array, mode=None):
 
 def test_bad_label_maps_get_errors_naming_the_file(tmp_path):
     synthesizer = Synthesizer.from_checkpoint(OFFICIAL / "cityscapes_like_checkpoint", device="cpu")
-    rgb = _write(tmp_path / "rgb.png", np.zeros((64, 128, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"rgb.png: a label map must hold one integer id per pixel.*'RGB'"):
+    # An RGB label map is read in the model's palette (Cityscapes here): unknown colours are named.
+    colours = np.zeros((64, 128, 3), np.uint8)
+    colours[:3, :4] = (1, 2, 3)
+    rgb = _write(tmp_path / "rgb.png", colours)
+    with pytest.raises(ValueError, match=r"rgb.png holds 1 colour\(s\) that are not in the cityscapes palette: "
+                       r"\(1, 2, 3\) \(12 pixels\)"):
         synthesizer(rgb)
+    cmyk = tmp_path / "cmyk.tif"
+    Image.new("CMYK", (128, 64)).save(cmyk)
+    with pytest.raises(ValueError, match=r"cmyk.tif: a label map must hold class ids .* mode 'CMYK'"):
+        synthesizer(cmyk)
     ids = np.zeros((64, 128), np.uint8)
     ids[:2, :5] = 200
     bad = _write(tmp_path / "ids.png", ids)

@@ -66,54 +66,130 @@ def match_instances(labels: list[Path], given: list[str] | None) -> list[Path | 
     return instances
 
 
-def write_gallery(out: Path, rows: list[tuple[str, str, str]]) -> None:
-    """An index.html with one row per input: label | output."""
-    cells = "\n".join(
-        f"<tr><td>{html.escape(name)}</td><td><img src='{html.escape(label)}'></td>"
-        f"<td><img src='{html.escape(image)}'></td></tr>" for name, label, image in rows)
+def write_gallery(out: Path, header: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    """``out/index.html``, written last and atomically: one row per input (its name, then images
+    given by paths relative to ``out``: label map, outputs..., style)."""
+    from urllib.parse import quote
+
+    from .checkpoint import atomic_write
+
+    def cell(path: str) -> str:
+        link = html.escape(quote(path))
+        return f"<td><a href='{link}'><img src='{link}' alt='{html.escape(path)}'></a></td>"
+
+    heads = "".join(f"<th>{html.escape(h)}</th>" for h in ["input", *header])
+    body = "\n".join(f"<tr><td>{html.escape(name)}</td>{''.join(cell(p) for p in paths)}</tr>"
+                     for name, paths in rows)
     page = ("<!doctype html><meta charset='utf-8'><title>spade synthesize</title>"
-            "<style>body{font-family:sans-serif}img{max-width:512px;image-rendering:pixelated}"
+            "<style>body{font-family:sans-serif}img{max-width:256px;image-rendering:pixelated}"
             "td{padding:4px;vertical-align:top}</style>"
-            f"<table><tr><th>input</th><th>label map</th><th>synthesized</th></tr>\n{cells}</table>\n")
-    (out / "index.html").write_text(page)
+            f"<table><tr>{heads}</tr>\n{body}</table>\n")
+    atomic_write(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
+
+
+def synthesis_size(values: list[int] | None) -> tuple[int, int] | None:
+    """``--size N`` (N×N) or ``--size H W`` → (height, width)."""
+    if not values:
+        return None
+    if len(values) > 2 or min(values) < 1:
+        raise SystemExit(f"--size {' '.join(map(str, values))}: give N (a square) or HEIGHT WIDTH, positive")
+    return values[0], values[-1]
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from .imageio import read_id_map, save_png_atomic
-    from .inference import Synthesizer
+    try:
+        return _synthesize(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input or model: a message, no traceback
+        raise SystemExit(f"spade synthesize: {error}") from None
 
-    synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
-                                              epoch=args.which_epoch)
+
+def _synthesize(args: argparse.Namespace) -> int:
+    import secrets
+
+    from PIL import Image
+
+    from .imageio import read_image, save_png_atomic
+    from .inference import Layout, Synthesizer
+
+    if args.samples < 1 or args.batch_size < 1:
+        raise SystemExit("spade synthesize: --samples and --batch_size must be at least 1")
+    size = synthesis_size(args.size)
     labels = expand_inputs(args.labels)
     instances = match_instances(labels, args.instances)
+    by_stem: dict[str, Path] = {}
+    for label in labels:
+        if label.stem in by_stem:
+            raise SystemExit(f"spade synthesize: {by_stem[label.stem]} and {label} would both write "
+                             f"{label.stem}.png; give label maps with distinct file names")
+        by_stem[label.stem] = label
+    synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
+                                              epoch=args.which_epoch)
+    if size is not None and (problem := synthesizer.size_problem(*size)):
+        raise SystemExit(f"spade synthesize: --size {size[0]} {size[1]} (height width): {problem}")
+    if args.samples > 1 and not synthesizer.takes_style:
+        raise SystemExit("spade synthesize: --samples: this model takes no random style (no image encoder), "
+                         "so every sample would be the same image")
+    style = None
+    if args.style is not None:
+        style = read_image(args.style)
+        synthesizer.encode_style(style, 1)  # the model has an encoder that fits, or an error now
+
+    # Every input is read, mapped to ids, sized and checked before anything is written.
+    layouts = [synthesizer.layout(label, instance, size=size, resize=args.resize).compact()
+               for label, instance in tqdm(list(zip(labels, instances)), desc="read", unit="map",
+                                           disable=len(labels) < 2)]
+    seed = args.seed
+    if seed is None and synthesizer.takes_style:
+        seed = secrets.randbelow(2 ** 31)
+        print(f"seed {seed} (pass --seed {seed} to make these images again)")
+    seeds = [None if seed is None else seed + k for k in range(args.samples)]  # sample k: seed S + k (Fig. 9)
+
+    def output_name(index: int, k: int) -> str:
+        return f"{labels[index].stem}.png" if args.samples == 1 else f"{labels[index].stem}_s{k}.png"
+
+    # (input, sample) pairs, batched among maps of one size.
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for index, layout in enumerate(layouts):
+        groups.setdefault(layout.size, []).extend((index, k) for k in range(args.samples))
+    batches = [items[i:i + args.batch_size] for items in groups.values()
+               for i in range(0, len(items), args.batch_size)]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for index, (label, instance) in enumerate(tqdm(list(zip(labels, instances)), desc="synthesize", unit="img")):
-        seed = None if args.seed is None else args.seed + index
-        try:
-            image = synthesizer(label, instance, seed=seed, resize=args.resize)[0]
-        except ValueError as error:
-            raise SystemExit(str(error)) from None
-        name = f"{label.stem}.png"
-        save_png_atomic(image, out / name)
-        rows.append((label.name, f"labels/{label.stem}.png", name))
-        _save_label_preview(read_id_map(label), synthesizer.config.semantics.label_nc,
-                            out / "labels" / f"{label.stem}.png")
-    write_gallery(out, rows)
-    print(f"wrote {len(rows)} images and index.html to {out}")
+    with tqdm(total=len(labels) * args.samples, desc="synthesize", unit="img",
+              disable=len(labels) * args.samples < 2) as progress:
+        for batch in batches:
+            layout = Layout.cat([layouts[index] for index, _ in batch])
+            batch_seeds = None if seed is None else [seeds[k] for _, k in batch]
+            images = synthesizer(layout, style=style, seed=batch_seeds)
+            for (index, k), image in zip(batch, images):
+                save_png_atomic(image, out / output_name(index, k))
+            progress.update(len(batch))
+
+    # Label previews (in the model's palette, as synthesized), the style thumbnail, the gallery last.
+    for label, layout in zip(labels, layouts):
+        _save_label_preview(layout.labels[0, 0], synthesizer.palette, out / "labels" / f"{label.stem}.png")
+    style_cell = []
+    if args.style is not None:
+        thumbnail = Image.open(args.style).convert("RGB")
+        thumbnail.thumbnail((256, 256))
+        style_cell = [f"style/{Path(args.style).stem}.png"]
+        save_png_atomic(thumbnail, out / style_cell[0])
+    header = ["label map"]
+    header += ["synthesized" if s is None else f"seed {s}" for s in seeds]
+    header += [f"style: {Path(args.style).name}"] if args.style is not None else []
+    rows = [(label.name, [f"labels/{label.stem}.png"] + [output_name(index, k) for k in range(args.samples)]
+             + style_cell) for index, label in enumerate(labels)]
+    write_gallery(out, header, rows)
+    print(f"wrote {len(labels) * args.samples} images and index.html to {out}")
     return 0
 
 
-def _save_label_preview(ids: torch.Tensor, label_nc: int, path: Path) -> None:
-    """The label map in its data set's colours (by class count: COCO-Stuff, ADE20K, Cityscapes)."""
+def _save_label_preview(ids: torch.Tensor, palette, path: Path) -> None:
+    """A label map in its palette's colours (``spade.inference.palette_for_model``)."""
     from PIL import Image
 
     from .imageio import save_png_atomic
-    from .palettes import palette_for
 
-    mode = {182: "coco", 150: "ade20k", 35: "cityscapes"}.get(label_nc, "custom")
-    save_png_atomic(Image.fromarray(palette_for(mode, label_nc).colorize(ids.numpy())), path)
+    save_png_atomic(Image.fromarray(palette.colorize(ids.long().numpy())), path)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -240,18 +316,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spade {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    synth = commands.add_parser("synthesize", help="turn label maps into images")
-    synth.add_argument("labels", nargs="+", help="label-map PNG files (class ids) or folders of them")
-    synth.add_argument("--checkpoint", required=True,
-                       help="our checkpoint folder, a training run folder, or an official folder (opt.txt + *_net_G.pth)")
+    synth = commands.add_parser("synthesize", help="turn label maps into images",
+                                description="Label maps in, pictures out: PNGs and an index.html gallery in --out.")
+    synth.add_argument("labels", nargs="+", help="label-map PNG files or folders of them: class ids (grayscale, "
+                       "palette-index or 16-bit PNG) or the model's palette colours (RGB PNG)")
+    synth.add_argument("--checkpoint", default=None,
+                       help="our checkpoint folder, a training run folder, or an official folder (opt.txt + "
+                       "*_net_G.pth); default: the model bundled with the package")
     synth.add_argument("--out", required=True, help="output folder (PNG files and index.html)")
     synth.add_argument("--instances", nargs="+", help="instance maps, one per label map in order, "
                        "or a folder holding them under the label maps' file names")
+    synth.add_argument("--style", help="a reference image whose style the image encoder reads, for every input "
+                       "(paper Fig. 1; models with an encoder)")
+    synth.add_argument("--seed", type=int, default=None,
+                       help="random style seed S (models with an encoder; default: a random one, printed)")
+    synth.add_argument("--samples", type=int, default=1, metavar="K",
+                       help="K images of each label map with seeds S, S+1, ... (Fig. 9), named NAME_s{k}.png")
+    sizing = synth.add_mutually_exclusive_group()
+    sizing.add_argument("--size", type=int, nargs="+", metavar="N",
+                        help="N or HEIGHT WIDTH: resize label maps (nearest) to it first; the network must make "
+                        "that size (a SPADE generator makes its own size only)")
+    sizing.add_argument("--resize", action="store_true",
+                        help="resize label maps (nearest) to the model's size, as the official test preprocessing")
+    synth.add_argument("--batch_size", type=int, default=1, help="images per forward pass")
     synth.add_argument("--which_epoch", default="latest", help="checkpoint epoch to load (official name)")
     synth.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
-    synth.add_argument("--seed", type=int, default=None, help="random style seed (models with an encoder)")
-    synth.add_argument("--resize", action="store_true",
-                       help="resize label maps (nearest) to the model's size, as the official test preprocessing")
     synth.set_defaults(run=cmd_synthesize)
 
     from .options import add_train_arguments

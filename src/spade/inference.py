@@ -2,52 +2,159 @@
 
 The command line, the web demo and evaluation all go through it. It holds a generator (and the
 image encoder where one exists) in eval mode and accepts label maps as files, arrays or tensors.
+A label-map file holds class ids (grayscale, palette-index or 16-bit PNG) or the colours of the
+model's palette (an RGB PNG, mapped back to ids exactly: :func:`read_label_map`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from . import bundled
 from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official
+from .config import ModelConfig, SemanticsConfig
+from .export import prepare_for_inference
 from .imageio import read_id_map, read_image, to_pil
 from .models import Networks
-from .export import prepare_for_inference
 from .nn.encoder import reparameterize
-from .semantics import build_semantics
+from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
+from .palettes import Palette, palette_for
+from .semantics import build_semantics, validate_labels
 
 LabelInput = str | os.PathLike | np.ndarray | torch.Tensor | Image.Image
+StyleInput = str | os.PathLike | torch.Tensor | Image.Image
+Seeds = int | Sequence[int]
+
+_ID_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}  # a palette ("P") image stores indices = ids
+_COLOUR_MODES = {"RGB", "RGBA"}
+_DATASET_BY_CLASS_COUNT = {182: "coco", 150: "ade20k", 35: "cityscapes"}
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _id_tensor(value: LabelInput, what: str) -> tuple[torch.Tensor, str | None]:
-    """Any accepted label/instance input → (N×1×H×W int64, source name or None)."""
-    if isinstance(value, (str, os.PathLike)):
-        return read_id_map(value, what)[None, None], str(value)
-    if isinstance(value, Image.Image):
-        value = np.array(value)
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value.astype(np.int64))
-    t = value.long()
+def palette_for_model(config: ModelConfig | SemanticsConfig) -> Palette:
+    """The colours of a model's classes, by its class count: 182 → COCO-Stuff (the GauGAN
+    colours), 150 → ADE20K, 35 → Cityscapes, any other count → the generic palette
+    (the official ``labelcolormap``)."""
+    label_nc = getattr(config, "semantics", config).label_nc
+    return palette_for(_DATASET_BY_CLASS_COUNT.get(label_nc, "custom"), label_nc)
+
+
+def ids_from_image(image: Image.Image, palette: Palette, source: str | None = None) -> np.ndarray:
+    """H×W int64 class ids from a label-map image: integer modes hold the ids themselves (a
+    palette-mode PNG its indices), RGB (or opaque RGBA) images the palette's colours."""
+    where = f"{source}: " if source else ""
+    if image.mode in _ID_MODES:
+        return np.array(image, dtype=np.int64)
+    if image.mode in _COLOUR_MODES:
+        rgb = np.asarray(image)
+        if image.mode == "RGBA":
+            transparent = int((rgb[..., 3] != 255).sum())
+            if transparent:
+                raise ValueError(f"{where}a colour label map must be opaque; {transparent} pixels are "
+                                 "transparent")
+            rgb = rgb[..., :3]
+        try:
+            return palette.ids_from_colors(rgb, source=source)
+        except ValueError as error:
+            dontcare = "; black is don't-care" if palette.dontcare_id is not None else ""
+            raise ValueError(f"{error}. Expected only the colours of the {palette.name} palette's "
+                             f"{len(palette)} classes (spade.palettes{dontcare}): draw label maps without "
+                             "anti-aliasing and save them as PNG, or store class ids in a grayscale "
+                             "PNG") from None
+    raise ValueError(f"{where}a label map must hold class ids (grayscale, palette-index or 16/32-bit "
+                     f"PNG) or the {palette.name} palette's colours (RGB PNG); got an image of mode "
+                     f"{image.mode!r}")
+
+
+def _open_label_image(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        image = Image.open(path)
+        image.load()
+    except Exception as error:  # PIL raises many types for unreadable files
+        raise ValueError(f"{path}: cannot read it as an image ({error})") from error
+    return image
+
+
+def read_label_map(path: str | os.PathLike, palette: Palette) -> torch.Tensor:
+    """H×W int64 class ids from a label-map file, class ids or ``palette`` colours (see
+    :func:`ids_from_image`). Errors name the file."""
+    path = Path(path)
+    return torch.from_numpy(ids_from_image(_open_label_image(path), palette, str(path)))
+
+
+def _batch_ids(t: torch.Tensor) -> torch.Tensor:
     if t.dim() == 2:
-        t = t[None, None]
-    elif t.dim() == 3:
-        t = t[:, None]
-    return t, None
+        return t[None, None]
+    if t.dim() == 3:
+        return t[:, None]
+    return t
 
 
 def _resize_ids(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest resizing of an id map (N×1×H×W): picks ids, never blends them."""
-    if tuple(ids.shape[2:]) == size:
+    if tuple(ids.shape[2:]) == tuple(size):
         return ids
-    return torch.nn.functional.interpolate(ids.float(), size=size, mode="nearest").long()
+    return torch.nn.functional.interpolate(ids.double(), size=tuple(size), mode="nearest").long()
+
+
+def _compact(ids: torch.Tensor | None) -> torch.Tensor | None:
+    """The smallest integer dtype that holds the ids (many layouts wait in memory at once)."""
+    if ids is None or ids.numel() == 0:
+        return ids
+    low, high = int(ids.min()), int(ids.max())
+    if 0 <= low and high <= 255:
+        return ids.to(torch.uint8)
+    if -2 ** 31 <= low and high < 2 ** 31:
+        return ids.to(torch.int32)
+    return ids
+
+
+@dataclass
+class Layout:
+    """Label maps (and instance maps) read, sized and checked for one model: what the generator
+    takes, short of the one-hot encoding. ``Synthesizer.layout`` makes them; every synthesis
+    method also accepts one in place of a label map."""
+
+    labels: torch.Tensor               # N×1×H×W class ids, validated against the model
+    instances: torch.Tensor | None     # N×1×H×W instance ids, or None
+    sources: tuple[str | None, ...]    # the file of each map (None for arrays), for messages
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return tuple(self.labels.shape[2:])
+
+    def compact(self) -> "Layout":
+        return Layout(_compact(self.labels), _compact(self.instances), self.sources)
+
+    @staticmethod
+    def cat(layouts: Sequence["Layout"]) -> "Layout":
+        """One batch of layouts of one size; a layout without instance map gets its label map as
+        instance map (class boundaries stand in for instance edges) when others have one."""
+        if len({layout.size for layout in layouts}) != 1:
+            raise ValueError(f"layouts of different sizes cannot form one batch: "
+                             f"{sorted({layout.size for layout in layouts})}")
+        labels = torch.cat([layout.labels.long() for layout in layouts])
+        instances = None
+        if any(layout.instances is not None for layout in layouts):
+            instances = torch.cat([(layout.labels if layout.instances is None else layout.instances).long()
+                                   for layout in layouts])
+        return Layout(labels, instances, tuple(s for layout in layouts for s in layout.sources))
 
 
 class Synthesizer:
@@ -64,14 +171,16 @@ class Synthesizer:
                                 None if networks.encoder is None else prepare_for_inference(networks.encoder))
         self.networks = networks.to(self.device).eval()
         self.config = networks.config
+        self.palette = palette_for_model(self.config)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+    def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
                         epoch: str = "latest", use_ema: bool = True) -> "Synthesizer":
         """Load one of our checkpoint folders (the EMA generator when it has one and ``use_ema``),
         a training run folder (its newest checkpoint), or an official folder (``opt.txt`` +
-        ``{epoch}_net_G.pth``)."""
-        path = Path(path)
+        ``{epoch}_net_G.pth``). Without ``path``: the model bundled with the package
+        (:mod:`spade.bundled`)."""
+        path = bundled.require_bundled_model() if path is None else Path(path)
         runs_newest = path / "checkpoints" / "latest"
         if not is_checkpoint_folder(path) and runs_newest.is_file():
             path = path / "checkpoints" / runs_newest.read_text().strip()
@@ -88,72 +197,189 @@ class Synthesizer:
 
     @property
     def output_size(self) -> tuple[int, int]:
-        """(height, width) of the generated images."""
+        """(height, width) of the images the model was made for."""
         g = self.config.generator
         return round(g.crop_size / g.aspect_ratio), g.crop_size
 
-    def semantics(self, label_map: LabelInput, instance_map: LabelInput | None = None,
-                  resize: bool = False) -> torch.Tensor:
-        """The semantic input for a label map; ``resize``: resize the maps (nearest, ids kept)
-        to the model's size first, as the official test-time preprocessing does."""
-        labels, source = _id_tensor(label_map, "label map")
+    @property
+    def takes_style(self) -> bool:
+        """Whether the generator starts from a style code z (random or from a style image)."""
+        return self.config.generator.z_dim is not None
+
+    def size_problem(self, height: int, width: int) -> str | None:
+        """Why the network cannot make images of this size, or None when it can.
+
+        The SPADE generator starts from a tensor of a fixed size (``fc`` maps z, or the label map
+        is downsampled, to sh×sw set by crop_size and the aspect ratio) and doubles it a fixed
+        number of times: it makes its own size only. pix2pixHD is fully convolutional: any
+        multiple of 2^(its downsamplings) works."""
+        generator = self.networks.generator
+        if isinstance(generator, Pix2PixHDGenerator):
+            step = 2 ** self.config.generator.resnet_n_downsample
+            if height % step or width % step or height < step or width < step:
+                return (f"the pix2pixHD generator halves the size {self.config.generator.resnet_n_downsample} "
+                        f"times and doubles it back, so height and width must be multiples of {step}")
+            return None
         expected = self.output_size
-        if resize:
-            labels = _resize_ids(labels, expected)
-        if tuple(labels.shape[2:]) != expected:
-            raise ValueError(f"label map{f' {source}' if source else ''} is {labels.shape[3]}×{labels.shape[2]} "
-                             f"(width×height); this model makes {expected[1]}×{expected[0]} images")
+        if (height, width) == expected:
+            return None
+        if isinstance(generator, SPADEGenerator):
+            doublings = (expected[1] // generator.start_width).bit_length() - 1
+            return (f"this model makes {expected[1]}×{expected[0]} images (width×height) only: its generator "
+                    f"starts from a fixed {generator.start_width}×{generator.start_height} tensor (set by "
+                    f"crop_size {self.config.generator.crop_size} and aspect ratio "
+                    f"{self.config.generator.aspect_ratio:g}) and doubles it {doublings} times")
+        return f"this model makes {expected[1]}×{expected[0]} images (width×height)"
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def _read_labels(self, value: LabelInput) -> tuple[torch.Tensor, str | None]:
+        """Any accepted label input → (N×1×H×W int64 ids, source file or None)."""
+        if isinstance(value, (str, os.PathLike)):
+            path = Path(value)
+            image = _open_label_image(path)
+            labels = torch.from_numpy(ids_from_image(image, self.palette, str(path)))
+            dontcare = self.palette.dontcare_id
+            if (image.mode in _COLOUR_MODES and dontcare is not None
+                    and not self.config.semantics.contain_dontcare_label and bool((labels == dontcare).any())):
+                raise ValueError(f"{path}: {int((labels == dontcare).sum())} black (0, 0, 0) pixels: black is "
+                                 f"don't-care in the {self.palette.name} palette, and this model has no "
+                                 "don't-care class; give those pixels a class colour")
+            return labels[None, None], str(path)
+        if isinstance(value, Image.Image):
+            return torch.from_numpy(ids_from_image(value, self.palette))[None, None], None
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value.astype(np.int64))
+        return _batch_ids(value.long()), None
+
+    def layout(self, label_map: LabelInput | Layout, instance_map: LabelInput | None = None, *,
+               size: tuple[int, int] | None = None, resize: bool = False) -> Layout:
+        """Read, size and check a label map (and instance map) for this model; ``ValueError``
+        naming the file for anything the model cannot take (unknown colours or ids, a size it
+        cannot make).
+
+        ``size`` (height, width): resize the maps (nearest, ids kept) to it; ``resize``: to the
+        model's own size, as the official test-time preprocessing does. Otherwise the maps must
+        have a size the network makes."""
+        if isinstance(label_map, Layout):
+            return label_map
+        labels, source = self._read_labels(label_map)
+        name = f"label map {source}" if source else "label map"
+        if size is None and resize:
+            size = self.output_size
+        if size is not None:
+            size = (int(size[0]), int(size[1]))
+            problem = self.size_problem(*size)
+            if problem:
+                raise ValueError(f"size {size[1]}×{size[0]} (width×height) for {name}: {problem}")
+            labels = _resize_ids(labels, size)
+        else:
+            problem = self.size_problem(*labels.shape[2:])
+            if problem:
+                raise ValueError(f"{name} is {labels.shape[3]}×{labels.shape[2]} (width×height); {problem}; "
+                                 "resize it to that size (resize=True, or --resize / --size)")
         s = self.config.semantics
+        validate_labels(labels, s.label_nc, s.contain_dontcare_label, source)
         instances = None
         if instance_map is not None:
-            instances, _ = _id_tensor(instance_map, "instance map")
-            if resize:
-                instances = _resize_ids(instances, expected)
-        elif s.use_instance:
+            if isinstance(instance_map, (str, os.PathLike)):
+                instances, instance_source = read_id_map(instance_map, "instance map")[None, None], str(instance_map)
+            else:
+                if isinstance(instance_map, Image.Image):
+                    instance_map = np.array(instance_map)
+                if isinstance(instance_map, np.ndarray):
+                    instance_map = torch.from_numpy(instance_map.astype(np.int64))
+                instances, instance_source = _batch_ids(instance_map.long()), None
+            if size is not None:
+                instances = _resize_ids(instances, size)
+            if instances.shape[0] != labels.shape[0] or instances.shape[2:] != labels.shape[2:]:
+                raise ValueError(f"instance map{f' {instance_source}' if instance_source else ''} is "
+                                 f"{instances.shape[3]}×{instances.shape[2]} (width×height), its {name} "
+                                 f"{labels.shape[3]}×{labels.shape[2]}")
+        return Layout(labels, instances, (source,) * labels.shape[0])
+
+    def semantics(self, label_map: LabelInput | Layout, instance_map: LabelInput | None = None,
+                  resize: bool = False, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The generator's semantic input (one-hot, don't-care, instance edges) for a label map;
+        ``resize`` / ``size`` as in :meth:`layout`."""
+        layout = self.layout(label_map, instance_map, size=size, resize=resize)
+        s = self.config.semantics
+        labels = layout.labels.long().to(self.device)
+        instances = None if layout.instances is None else layout.instances.long().to(self.device)
+        if instances is None and s.use_instance:
             instances = labels  # without instance maps, class boundaries stand in for instance edges
-        return build_semantics(labels.to(self.device), s.label_nc, s.contain_dontcare_label,
-                               None if instances is None else instances.to(self.device),
-                               s.use_instance, source=source)
+        sources = {source for source in layout.sources if source}
+        return build_semantics(labels, s.label_nc, s.contain_dontcare_label, instances, s.use_instance,
+                               source=", ".join(sorted(sources)) or None)
+
+    # -- synthesis -------------------------------------------------------------------------------
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(int(seed))
 
     @torch.no_grad()
-    def synthesize(self, label_map: LabelInput, instance_map: LabelInput | None = None,
-                   style: str | os.PathLike | torch.Tensor | None = None, seed: int | None = None,
-                   z: torch.Tensor | None = None, resize: bool = False) -> torch.Tensor:
+    def synthesize(self, label_map: LabelInput | Layout, instance_map: LabelInput | None = None,
+                   style: StyleInput | None = None, seed: Seeds | None = None,
+                   z: torch.Tensor | None = None, resize: bool = False,
+                   size: tuple[int, int] | None = None) -> torch.Tensor:
         """N×3×H×W images in [-1, 1]. ``style``: a reference image whose code sets the style (needs
-        the encoder); ``seed``: a random style, reproducible; ``z``: an explicit latent."""
-        semantics = self.semantics(label_map, instance_map, resize=resize)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+        the encoder; paper Fig. 1); ``seed``: a random style, reproducible: one int for the batch,
+        or one seed per image, which makes each image independent of its batch (a single label map
+        with K seeds gives K samples of it, Fig. 9); ``z``: an explicit latent."""
+        semantics = self.semantics(label_map, instance_map, resize=resize, size=size)
         z_dim = self.config.generator.z_dim
+        seeds = None if seed is None or isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+        generator = None if seed is None or seeds is not None else self._generator(seed)
+        if seeds is not None:
+            if semantics.shape[0] == 1 and len(seeds) > 1:
+                semantics = semantics.repeat(len(seeds), 1, 1, 1)
+            if len(seeds) != semantics.shape[0]:
+                raise ValueError(f"{len(seeds)} seeds for {semantics.shape[0]} label maps: give one per "
+                                 "label map (or several for a single label map)")
         if style is not None:
-            z = self.encode_style(style, semantics.shape[0], generator)
+            z = self.encode_style(style, semantics.shape[0], generator, seeds=seeds)
+        elif z is None and seeds is not None and z_dim is not None:
+            z = torch.cat([torch.randn(1, z_dim, device=self.device, dtype=semantics.dtype,
+                                       generator=self._generator(s)) for s in seeds])
         if z is not None and z_dim is None:
             raise ValueError("this model has no image encoder (use_vae off): it takes no style or z")
         if z is not None:
             z = z.to(self.device, semantics.dtype)
         return self.networks.generator(semantics, z, generator=generator)
 
-    def encode_style(self, style: str | os.PathLike | torch.Tensor, batch: int,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+    @torch.no_grad()
+    def encode_style(self, style: StyleInput, batch: int, generator: torch.Generator | None = None,
+                     seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """The style code of a reference image (batch×z_dim), sampled as the official test-time
+        path does (z = μ + ε·σ): ε from ``generator``, or one draw per seed in ``seeds``."""
         encoder = self.networks.encoder
         z_dim = self.config.generator.z_dim
         if encoder is None:
             raise ValueError("this model has no image encoder: style images need a model trained with use_vae")
-        image = read_image(style) if isinstance(style, (str, os.PathLike)) else style
+        if isinstance(style, (str, os.PathLike)):
+            image = read_image(style)
+        elif isinstance(style, Image.Image):
+            image = torch.from_numpy(np.asarray(style.convert("RGB"), dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+        else:
+            image = style
         if image.dim() == 3:
             image = image[None]
-        mu, logvar = encoder(image.to(self.device))
+        mu, logvar = encoder(image.to(self.device, torch.float32))
         if mu.shape[1] != z_dim:
             raise ValueError(f"the encoder makes {mu.shape[1]}-wide codes but the generator takes z_dim {z_dim}: "
                              "the official code always builds a 256-wide encoder, so its checkpoints with "
                              "z_dim != 256 cannot take a style image; use a seed instead")
+        if seeds is not None:
+            rows = range(len(seeds)) if mu.shape[0] == len(seeds) else [0] * len(seeds)
+            return torch.cat([reparameterize(mu[i:i + 1], logvar[i:i + 1], self._generator(s))
+                              for i, s in zip(rows, seeds)])
         z = reparameterize(mu, logvar, generator)  # as the official test-time path does
         return z.expand(batch, -1) if z.shape[0] == 1 else z
 
-    def __call__(self, label_map: LabelInput, instance_map: LabelInput | None = None,
-                 style: str | os.PathLike | torch.Tensor | None = None, seed: int | None = None,
-                 resize: bool = False) -> list[Image.Image]:
-        """PIL images, one per label map in the batch."""
-        images = self.synthesize(label_map, instance_map, style=style, seed=seed, resize=resize)
+    def __call__(self, label_map: LabelInput | Layout, instance_map: LabelInput | None = None,
+                 style: StyleInput | None = None, seed: Seeds | None = None,
+                 resize: bool = False, size: tuple[int, int] | None = None,
+                 z: torch.Tensor | None = None) -> list[Image.Image]:
+        """PIL images, one per label map in the batch (or per seed)."""
+        images = self.synthesize(label_map, instance_map, style=style, seed=seed, z=z, resize=resize, size=size)
         return [to_pil(image) for image in images]
