@@ -288,6 +288,29 @@ def cmd_landscapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from .evaluation.pseudo_label import PseudoLabelError, pseudo_label
+    from .evaluation.segmenters import get_segmenter
+
+    try:
+        segmenter = get_segmenter(args.segmenter, weights=args.weights, device=device_from_gpu_ids(args.gpu_ids))
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"spade pseudo-label: {error}") from None
+    try:
+        result = pseudo_label(args.photos, segmenter, args.out, size=args.size, square=args.square,
+                              recursive=args.recursive, batch_size=args.batch_size, overwrite=args.overwrite,
+                              weights=args.weights)
+    except PseudoLabelError as error:
+        raise SystemExit(f"spade pseudo-label: {error}") from None
+    # label_nc the ids need: the data set's class count where the segmenter's ids are a known one.
+    label_nc = {"landscapes": 182, "deeplabv2": 182, "drn-d-105": 35, "upernet-101": 150}.get(
+        args.segmenter, max(segmenter.class_ids) + 1)
+    print(f"wrote {len(result.written)} samples ({len(result.skipped)} already there) to {args.out}; train with\n"
+          f"  spade train --dataset_mode custom --label_nc {label_nc} --no_instance "
+          f"--label_dir {result.label_dir} --image_dir {result.image_dir} ...")
+    return 0
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'256' (square) or 'WxH' (e.g. '512x256') → (width, height)."""
     parts = text.lower().split("x")
@@ -377,6 +400,22 @@ def build_parser() -> argparse.ArgumentParser:
     landscapes.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     landscapes.add_argument("--overwrite", action="store_true", help="delete the samples already in --out first")
     landscapes.set_defaults(run=cmd_landscapes)
+
+    pseudo = commands.add_parser("pseudo-label", help="label unlabeled photos with a segmenter and write a "
+                                 "training set (train_label/, train_img/ PNGs), as the paper did for Flickr landscapes")
+    pseudo.add_argument("photos", help="a folder of photos (or one photo)")
+    pseudo.add_argument("--segmenter", default="landscapes",
+                        help="registered segmenter: landscapes (shipped), drn-d-105, deeplabv2, upernet-101")
+    pseudo.add_argument("--weights", default=None, help="weights file or folder (default: the segmenter's own, if any)")
+    pseudo.add_argument("--out", required=True, help="output folder")
+    pseudo.add_argument("--size", type=int, default=None,
+                        help="resize each photo so its shorter side is SIZE before segmenting (default: as it is)")
+    pseudo.add_argument("--square", action="store_true", help="with --size: centre-crop to SIZE x SIZE")
+    pseudo.add_argument("--recursive", action="store_true", help="also take photos in subfolders")
+    pseudo.add_argument("--batch_size", type=int, default=1, help="photos segmented together (same size only)")
+    pseudo.add_argument("--overwrite", action="store_true", help="redo photos already written")
+    pseudo.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    pseudo.set_defaults(run=cmd_pseudo_label)
     return parser
 
 
