@@ -674,11 +674,17 @@ class _Fields:
         self.sel = flat_index
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.maps[name].reshape(-1)[self.sel][:, None]  # n×1, broadcasts over RGB
+        # 1×n: broadcasts against 3×1 colours into 3×n planes. (n×1 against 1×3 would make numpy
+        # run inner loops of length 3, several times slower.)
+        return self.maps[name].reshape(-1)[self.sel][None, :]
+
+    def kinds(self) -> np.ndarray:
+        return self.kind.reshape(-1)[self.sel][None, :]
 
 
 def _rgb(color) -> np.ndarray:
-    return np.asarray(color, np.float32)[None, :]
+    """A colour as a 3×1 column (the renderer works on 3×n colour planes)."""
+    return np.asarray(color, np.float32)[:, None]
 
 
 def _mix(a, b, t):
@@ -732,7 +738,7 @@ def _shade_snow(f: _Fields, a: dict) -> np.ndarray:
     facet = _light(f, a, f["large"] * 0.8 + f["mid"] * 0.4, -0.3 * np.ones_like(f["u"]))
     white, shade = _rgb((0.96, 0.97, 1.0)), _rgb((0.62, 0.70, 0.86))
     color = _mix(shade, white, np.clip(facet - 0.55, 0, 1) * 1.1)
-    on_mountain = f.kind.reshape(-1)[f.sel][:, None] == 3
+    on_mountain = f.kinds() == 3
     # Ground snow: bright and smooth, soft drifts with blue hollows, a little sparkle.
     hollow = np.clip(-f["large"] * 0.5 - 0.15 * f["hstreak"], 0, 1)
     ground = _mix(white, _rgb((0.78, 0.84, 0.95)), hollow) * (1 + 0.015 * f["grain"])
@@ -764,10 +770,10 @@ def _shade_grass(f: _Fields, a: dict) -> np.ndarray:
 def _shade_flower(f: _Fields, a: dict) -> np.ndarray:
     grass = _shade_grass(f, a)
     colors = np.asarray(a["flower_colors"], np.float32)
-    which = np.clip(((f["large"][:, 0] + f["tint"][:, 0]) * 1.2 + 1.5).astype(int), 0, 2)
-    dots = (f["grain"][:, 0] > 0.35) | (f["fine"][:, 0] > 1.2)
-    petal = colors[which] * (0.85 + 0.15 * f["mid"])
-    return np.where(dots[:, None], petal, grass * 0.8)
+    which = np.clip(((f["large"][0] + f["tint"][0]) * 1.2 + 1.5).astype(int), 0, 2)
+    dots = (f["grain"] > 0.35) | (f["fine"] > 1.2)
+    petal = colors[which].T * (0.85 + 0.15 * f["mid"])
+    return np.where(dots, petal, grass * 0.8)
 
 
 def _foliage(f: _Fields, a: dict, base: np.ndarray, clump: np.ndarray) -> np.ndarray:
@@ -779,7 +785,7 @@ def _foliage(f: _Fields, a: dict, base: np.ndarray, clump: np.ndarray) -> np.nda
 
 def _shade_tree(f: _Fields, a: dict) -> np.ndarray:
     season = _SEASON_COLORS[a["season"]]
-    kind = f.kind.reshape(-1)[f.sel][:, None]
+    kind = f.kinds()
     leaves = _rgb(season[1]) * (1 + 0.15 * f["tint"] * _rgb((1.2, 0.9, 0.5)))
     if a["season"] == "autumn":  # autumn trees differ: yellow, orange, red
         leaves = _mix(leaves, _rgb((0.72, 0.58, 0.12)), np.clip(f["tint"], 0, 1))
@@ -869,35 +875,42 @@ def _fog_over(image: np.ndarray, layout: Layout, f: _Fields, a: dict) -> None:
     _, horizon_color, light, _ = _SKIES[a["time_of_day"]]
     color = _mix(_rgb(horizon_color), _rgb((0.92, 0.93, 0.95)) * _rgb(light), 0.6)
     opacity = f["tint"] * (1 + 0.1 * f["large"])
-    flat = image.reshape(-1, 3)
-    flat[index] = _mix(flat[index], color * (1 + 0.04 * f["mid"]), np.clip(opacity, 0, 1))
+    flat = image.reshape(3, -1)
+    flat[:, index] = _mix(flat[:, index], color * (1 + 0.04 * f["mid"]), np.clip(opacity, 0, 1))
 
 
 def _grade(image: np.ndarray, layout: Layout, f: _Fields, a: dict) -> np.ndarray:
-    """Atmospheric perspective, sunlight colour, then a camera-like colour grade."""
+    """Atmospheric perspective, sunlight colour, then a camera-like colour grade.
+
+    Whole-image arithmetic with per-pixel weights (cheaper than boolean indexing of RGB rows)."""
     _, horizon_color, light, _ = _SKIES[a["time_of_day"]]
     h, w = layout.label.shape
-    land = ~np.isin(layout.label, (SKY, CLOUDS))  # the sky already has the light's colours
-    lit = image[land] * np.asarray(light, np.float32)
-    depth = layout.depth[land][:, None]
-    haze = np.clip(np.float32(a["haze"] * 1.6) * depth * np.sqrt(depth), 0, 0.9)  # depth ** 1.5
-    image[land] = _mix(lit, np.asarray(horizon_color, np.float32), haze)
-    gray = image.mean(axis=2, keepdims=True)
+    column = lambda values: np.asarray(values, np.float32)[:, None, None]  # noqa: E731 (3×1×1)
+    land = _LAND[layout.label][None]  # 1×H×W; the sky already has the light's colours
+    depth = layout.depth[None]
+    haze = np.clip(np.float32(a["haze"] * 1.6) * depth * np.sqrt(depth), 0, 0.9) * land  # depth ** 1.5
+    light_gain = 1 + land * (column(light) - 1)
+    image = image * light_gain * (1 - haze) + column(horizon_color) * haze
+    gray = (image[0] + image[1] + image[2])[None] * np.float32(1 / 3)
     image = gray + (image - gray) * np.float32(a["saturation"])
     # Contrast about mid-grey, exposure, white balance and a soft lens vignette in one product.
     yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
     xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
-    vignette = (1 - 0.12 * (xx ** 2 + yy ** 2))[..., None]
-    gain = np.float32(a["exposure"]) * np.asarray(a["white_balance"], np.float32)
+    vignette = (1 - 0.12 * (xx ** 2 + yy ** 2))[None]
+    gain = column(np.float32(a["exposure"]) * np.asarray(a["white_balance"], np.float32))
     contrast = np.float32(a["contrast"])
     return ((image - 0.45) * contrast + 0.45) * (vignette * gain)
+
+
+_LAND = np.ones(256, np.float32)
+_LAND[[SKY, CLOUDS]] = 0
 
 
 def render_layout(layout: Layout, appearance: dict, seed: int | Sequence[int] = 0) -> np.ndarray:
     """The H×W×3 uint8 picture of ``layout`` under ``appearance``; ``seed`` sets the texture noise."""
     h, w = layout.label.shape
     f = _Fields(layout, _rng(seed, 2))
-    image = np.zeros((h * w, 3), np.float32)
+    image = np.zeros((3, h * w), np.float32)  # colour planes (see _Fields.__getitem__)
     flat_label = layout.label.reshape(-1)
     # Group pixels by class once (a stable sort), so each shader sees only its own pixels.
     order = np.argsort(flat_label, kind="stable")
@@ -909,7 +922,7 @@ def render_layout(layout: Layout, appearance: dict, seed: int | Sequence[int] = 
             continue
         index = order[start:stop]
         f.select(index)
-        image[index] = shader(f, appearance)
+        image[:, index] = shader(f, appearance)
     fog = flat_label == FOG
     if fog.any():
         # What the fog covers is shaded as itself (its class is in ``kind``), then washed over.
@@ -918,11 +931,11 @@ def render_layout(layout: Layout, appearance: dict, seed: int | Sequence[int] = 
         for cls in np.unique(under):
             part = index[under == cls]
             f.select(part)
-            image[part] = _SHADERS.get(int(cls), _shade_hill)(f, appearance)
-    image = image.reshape(h, w, 3)
+            image[:, part] = _SHADERS.get(int(cls), _shade_hill)(f, appearance)
+    image = image.reshape(3, h, w)
     _fog_over(image, layout, f, appearance)
     image = _grade(image, layout, f, appearance)
-    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0))
 
 
 # ---------------------------------------------------------------------------------------------
