@@ -43,8 +43,9 @@ up, so any split of the pixels into batches gives the same matrix as one call wi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -140,7 +141,7 @@ class ConfusionMatrix:
             self._matrix = torch.zeros(k, k + 1, dtype=torch.long, device=device)
         self._matrix += counts
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         """Add another accumulator's counts (e.g. from another process or data shard)."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes} classes")

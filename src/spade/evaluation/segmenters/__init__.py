@@ -26,7 +26,8 @@ are passed in (``weights=``). :func:`default_segmenter` names the one for a data
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -29,9 +29,9 @@ kept), the ids of SPADE's COCO-Stuff label maps, so the id table is the identity
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -112,7 +112,7 @@ def _bilinear_up_kernel(classes: int, size: int = 16) -> torch.Tensor:
     """The fixed bilinear kernel of DRNSeg's ``fill_up_weights`` (one per class, grouped conv)."""
     f = math.ceil(size / 2)
     c = (2 * f - 1 - f % 2) / (2.0 * f)
-    ramp = 1 - (torch.arange(size, dtype=torch.float64) / f - c).abs()
+    ramp = 1 - (torch.arange(size, dtype=torch.float64, device="cpu") / f - c).abs()
     return (ramp[:, None] * ramp[None, :]).float().expand(classes, 1, size, size).clone()
 
 

@@ -35,9 +35,9 @@ Output: 150 channels = ADE20K classes 1..150 of the label files, i.e. ids 0..149
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
