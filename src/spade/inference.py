@@ -139,11 +139,11 @@ class Layout:
         """(height, width)."""
         return tuple(self.labels.shape[2:])
 
-    def compact(self) -> "Layout":
+    def compact(self) -> Layout:
         return Layout(_compact(self.labels), _compact(self.instances), self.sources)
 
     @staticmethod
-    def cat(layouts: Sequence["Layout"]) -> "Layout":
+    def cat(layouts: Sequence[Layout]) -> Layout:
         """One batch of layouts of one size; a layout without instance map gets its label map as
         instance map (class boundaries stand in for instance edges) when others have one."""
         if len({layout.size for layout in layouts}) != 1:
@@ -175,7 +175,7 @@ class Synthesizer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
-                        epoch: str = "latest", use_ema: bool = True) -> "Synthesizer":
+                        epoch: str = "latest", use_ema: bool = True) -> Synthesizer:
         """Load one of our checkpoint folders (the EMA generator when it has one and ``use_ema``),
         a training run folder (its newest checkpoint), or an official folder (``opt.txt`` +
         ``{epoch}_net_G.pth``). Without ``path``: the model bundled with the package
@@ -216,9 +216,11 @@ class Synthesizer:
         generator = self.networks.generator
         if isinstance(generator, Pix2PixHDGenerator):
             step = 2 ** self.config.generator.resnet_n_downsample
-            if height % step or width % step or height < step or width < step:
+            if height % step or width % step or height < 2 * step or width < 2 * step:
+                # its innermost maps must stay at least 2×2 (instance norm, reflection padding)
                 return (f"the pix2pixHD generator halves the size {self.config.generator.resnet_n_downsample} "
-                        f"times and doubles it back, so height and width must be multiples of {step}")
+                        f"times and doubles it back, so height and width must be multiples of {step}, "
+                        f"at least {2 * step}")
             return None
         expected = self.output_size
         if (height, width) == expected:

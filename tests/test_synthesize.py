@@ -1,0 +1,291 @@
+"""``spade synthesize`` and ``Synthesizer`` as end users meet them: the bundled default model,
+colour-coded label maps, style images, several samples per layout, batches, the gallery, and
+errors that name the file before anything is written.
+
+Tiny models (64×64, ngf 4) saved as the bundled model is: our checkpoint folder in float16.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spade import bundled
+from spade.checkpoint import Checkpoint, save_inference_checkpoint
+from spade.cli import main
+from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spade.imageio import read_image, to_pil
+from spade.inference import Synthesizer, palette_for_model, read_label_map
+from spade.models import build_networks
+from spade.palettes import CITYSCAPES, COCO_STUFF, palette_for
+
+SIZE = 64
+
+
+def save_tiny_model(folder: Path, *, encoder: bool = True, dontcare: bool = True, seed: int = 0) -> Path:
+    """A tiny COCO-Stuff model (182 ids + don't-care, no instance maps), weights in float16."""
+    torch.manual_seed(seed)
+    z_dim = 8 if encoder else None
+    config = ModelConfig(SemanticsConfig(182, dontcare, False),
+                         GeneratorConfig(ngf=4, crop_size=SIZE, z_dim=z_dim, spade_hidden=8), None,
+                         EncoderConfig(ndf=4, num_layers=5, latent_dim=8) if encoder else None)
+    networks = build_networks(config, init_type="normal", init_gain=0.2)
+    checkpoint = Checkpoint(folder=folder, meta={}, networks=networks, ema_generator=None, training_state=None)
+    return save_inference_checkpoint(folder, checkpoint, dtype=torch.float16)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "landscapes")
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory) -> Path:
+    """No image encoder (deterministic), no don't-care class."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "plain", encoder=False, dontcare=False)
+
+
+def landscape(variant: int = 0, size: int = SIZE) -> np.ndarray:
+    """A small landscape in COCO-Stuff ids: sky, clouds, mountain, sea, sand, a tree, don't-care."""
+    ids = np.full((size, size), COCO_STUFF.names.index("sky-other"), np.uint8)
+    horizon = size // 3 + variant
+    ids[horizon:] = COCO_STUFF.names.index("sea")
+    ids[size * 2 // 3:] = COCO_STUFF.names.index("sand")
+    ids[horizon - 6 - variant:horizon, 10:30] = COCO_STUFF.names.index("mountain")
+    ids[4:9, 3 + variant:20] = COCO_STUFF.names.index("clouds")
+    ids[size - 20:size - 4, 40:44 + variant] = COCO_STUFF.names.index("tree")
+    ids[:2, :2] = 255  # don't-care
+    return ids
+
+
+def write(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path)
+    return path
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.array(Image.open(path))
+
+
+def run(*argv) -> int:
+    return main(["synthesize", *map(str, argv), "--gpu_ids", "-1"])
+
+
+def test_id_maps_and_colour_maps_give_the_same_images(model, tmp_path):
+    ids = landscape()
+    write(tmp_path / "ids" / "scene.png", ids)                                   # 8-bit grayscale
+    write(tmp_path / "wide" / "scene.png", ids.astype(np.uint16))                 # 16-bit
+    palette_png = Image.fromarray(ids, mode="L").convert("P")                     # palette indices = ids
+    palette_png.putpalette(COCO_STUFF.colors.ravel().tolist())
+    (tmp_path / "indexed").mkdir()
+    palette_png.save(tmp_path / "indexed" / "scene.png")
+    write(tmp_path / "colours" / "scene.png", COCO_STUFF.colorize(ids))           # RGB in the palette
+    outputs = []
+    for form in ("ids", "wide", "indexed", "colours"):
+        assert run(tmp_path / form, "--checkpoint", model, "--out", tmp_path / f"out_{form}", "--seed", 3) == 0
+        outputs.append(pixels(tmp_path / f"out_{form}" / "scene.png"))
+    assert all(np.array_equal(outputs[0], other) for other in outputs[1:])
+    # the mapping is exact, don't-care (black) included
+    palette = palette_for_model(Synthesizer.from_checkpoint(model, device="cpu").config)
+    assert palette is COCO_STUFF
+    assert torch.equal(read_label_map(tmp_path / "colours" / "scene.png", palette), torch.from_numpy(ids).long())
+    # the label preview in the gallery is the map in palette colours
+    assert np.array_equal(pixels(tmp_path / "out_ids" / "labels" / "scene.png"), COCO_STUFF.colorize(ids))
+
+
+def test_palette_follows_the_class_count():
+    assert palette_for_model(SemanticsConfig(182)) is COCO_STUFF
+    assert palette_for_model(ModelConfig(SemanticsConfig(35))) is CITYSCAPES
+    assert palette_for_model(SemanticsConfig(150)).name == "ade20k"
+    assert palette_for_model(SemanticsConfig(7)) is palette_for("custom", 7)
+
+
+def test_unknown_colours_are_named_and_nothing_is_written(model, tmp_path):
+    write(tmp_path / "in" / "a_good.png", COCO_STUFF.colorize(landscape()))
+    colours = COCO_STUFF.colorize(landscape())
+    colours[10:13, 10:20] = (1, 2, 3)      # 30 pixels
+    colours[40, 40] = (250, 0, 7)          # 1 pixel
+    bad = write(tmp_path / "in" / "b_bad.png", colours)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as error:
+        run(tmp_path / "in", "--checkpoint", model, "--out", out)
+    message = str(error.value)
+    assert str(bad) in message and "2 colour(s) that are not in the coco palette" in message
+    assert "(1, 2, 3) (30 pixels)" in message and "(250, 0, 7) (1 pixels)" in message
+    assert "Expected only the colours of the coco palette's 182 classes" in message
+    assert not out.exists()  # the good map came first, and was not written either
+    with pytest.raises(ValueError, match=re.escape(f"{bad} holds 2 colour(s)")):
+        Synthesizer.from_checkpoint(model, device="cpu")(bad)
+
+
+def test_unknown_ids_and_unreadable_files_are_errors(model, plain_model, tmp_path):
+    ids = landscape()
+    ids[:3, 5:10] = 200
+    bad = write(tmp_path / "in" / "ids.png", ids)
+    with pytest.raises(SystemExit, match=re.escape(f"label id 200 (15 pixels) in {bad} is outside the model's classes")):
+        run(bad, "--checkpoint", model, "--out", tmp_path / "out")
+    synthesizer = Synthesizer.from_checkpoint(model, device="cpu")
+    with pytest.raises(ValueError, match="label id 200 .* expected \\[0, 182\\) or the don't-care id"):
+        synthesizer(bad)
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match=re.escape(f"{broken}: cannot read it as an image")):
+        run(broken, "--checkpoint", model, "--out", tmp_path / "out")
+    with pytest.raises(ValueError, match="cannot read it as an image"):
+        synthesizer(broken)
+    # black is don't-care in the COCO-Stuff colours: an error for a model without that class
+    black = write(tmp_path / "black.png", COCO_STUFF.colorize(landscape()))
+    with pytest.raises(SystemExit, match=re.escape(f"{black}: 4 black (0, 0, 0) pixels: black is don't-care")):
+        run(black, "--checkpoint", plain_model, "--out", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_samples_are_different_and_reproducible(model, tmp_path):
+    label = write(tmp_path / "scene.png", landscape())
+    for out in ("a", "b"):
+        assert run(label, "--checkpoint", model, "--out", tmp_path / out, "--samples", 3, "--seed", 5) == 0
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
+    assert names == ["scene_s0.png", "scene_s1.png", "scene_s2.png"]
+    images = [pixels(tmp_path / "a" / name) for name in names]
+    assert not np.array_equal(images[0], images[1]) and not np.array_equal(images[1], images[2])
+    assert all(np.array_equal(image, pixels(tmp_path / "b" / name)) for image, name in zip(images, names))
+    # sample k is seed 5 + k, in Python too: one layout with several seeds gives several samples
+    synthesizer = Synthesizer.from_checkpoint(model, device="cpu")
+    for k, image in enumerate(synthesizer(label, seed=[5, 6, 7])):
+        assert np.array_equal(np.array(image), images[k])
+    assert np.array_equal(np.array(synthesizer(label, seed=6)[0]), images[1])
+
+
+def test_style_image_sets_the_style(model, tmp_path):
+    label = write(tmp_path / "scene.png", landscape())
+    rng = np.random.default_rng(0)
+    style = write(tmp_path / "style.jpg", (rng.random((80, 96, 3)) * 255).astype(np.uint8))
+    assert run(label, "--checkpoint", model, "--out", tmp_path / "plain", "--seed", 2) == 0
+    assert run(label, "--checkpoint", model, "--out", tmp_path / "styled", "--seed", 2, "--style", style) == 0
+    styled = pixels(tmp_path / "styled" / "scene.png")
+    assert not np.array_equal(styled, pixels(tmp_path / "plain" / "scene.png"))
+    # the output is the generator on the encoder's code for that image (sampled with the seed)
+    synthesizer = Synthesizer.from_checkpoint(model, device="cpu")
+    z = synthesizer.encode_style(read_image(style), 1, torch.Generator().manual_seed(2))
+    assert np.array_equal(np.array(to_pil(synthesizer.synthesize(label, z=z)[0])), styled)
+    assert np.array_equal(np.array(synthesizer(label, style=style, seed=2)[0]), styled)
+    # the gallery shows the style image
+    page = (tmp_path / "styled" / "index.html").read_text()
+    assert "style/style.png" in page and (tmp_path / "styled" / "style" / "style.png").is_file()
+
+
+def test_models_without_encoder_refuse_style_and_samples(plain_model, tmp_path):
+    ids = landscape()
+    ids[ids == 255] = 0
+    label = write(tmp_path / "scene.png", ids)
+    style = write(tmp_path / "style.png", np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(SystemExit, match="this model has no image encoder"):
+        run(label, "--checkpoint", plain_model, "--out", tmp_path / "out", "--style", style)
+    with pytest.raises(SystemExit, match="--samples: this model takes no random style"):
+        run(label, "--checkpoint", plain_model, "--out", tmp_path / "out", "--samples", 2)
+    assert not (tmp_path / "out").exists()
+    assert run(label, "--checkpoint", plain_model, "--out", tmp_path / "out") == 0
+    assert "<th>synthesized</th>" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_batches_give_the_images_of_one_by_one(model, tmp_path):
+    for i in range(3):
+        write(tmp_path / "in" / f"scene{i}.png", COCO_STUFF.colorize(landscape(i)) if i % 2 else landscape(i))
+    for batch in (1, 4):  # 6 images: a full batch of 4, then 2
+        assert run(tmp_path / "in", "--checkpoint", model, "--out", tmp_path / f"b{batch}", "--seed", 9,
+                   "--samples", 2, "--batch_size", batch) == 0
+    names = sorted(p.name for p in (tmp_path / "b1").glob("*.png"))
+    assert len(names) == 6
+    for name in names:
+        one, batched = pixels(tmp_path / "b1" / name).astype(int), pixels(tmp_path / "b4" / name).astype(int)
+        assert np.abs(one - batched).max() <= 1, name  # the same numbers up to float summation order
+        assert (one != batched).mean() < 0.01, name
+    # in Python: a batch with one seed per map is the maps one by one
+    synthesizer = Synthesizer.from_checkpoint(model, device="cpu")
+    maps = torch.from_numpy(np.stack([landscape(i) for i in range(3)]))
+    one_by_one = torch.cat([synthesizer.synthesize(maps[i], seed=[i]) for i in range(3)])
+    torch.testing.assert_close(synthesizer.synthesize(maps, seed=[0, 1, 2]), one_by_one, rtol=0, atol=1e-5)
+
+
+def test_gallery_links_every_output(model, tmp_path):
+    for i in range(3):
+        write(tmp_path / "in" / f"scene {i}.png", landscape(i))
+    out = tmp_path / "out"
+    assert run(tmp_path / "in", "--checkpoint", model, "--out", out, "--seed", 1, "--samples", 2) == 0
+    page = (out / "index.html").read_text()
+    from urllib.parse import unquote
+
+    sources = [unquote(s) for s in re.findall(r"<img src='([^']+)'", page)]
+    assert len(sources) == 3 * 3  # label map + 2 samples per input
+    assert all(not Path(s).is_absolute() and (out / s).is_file() for s in sources)
+    outputs = {p.name for p in out.glob("*.png")}
+    assert outputs == {f"scene {i}_s{k}.png" for i in range(3) for k in range(2)}
+    assert outputs <= set(sources)
+    assert "<th>seed 1</th><th>seed 2</th>" in page
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_size_resizes_to_what_the_network_makes(model, tmp_path):
+    small = landscape(size=32)
+    label = write(tmp_path / "small.png", small)
+    with pytest.raises(SystemExit, match=re.escape(f"label map {label} is 32×32 (width×height); this model makes "
+                                                   "64×64 images (width×height) only")):
+        run(label, "--checkpoint", model, "--out", tmp_path / "out")
+    with pytest.raises(SystemExit, match=r"--size 128 128 \(height width\): this model makes 64×64 images "
+                                         r"\(width×height\) only: its generator starts from a fixed 2×2 tensor"):
+        run(label, "--checkpoint", model, "--out", tmp_path / "out", "--size", 128)
+    assert run(label, "--checkpoint", model, "--out", tmp_path / "a", "--size", 64, 64, "--seed", 0) == 0
+    big = write(tmp_path / "big" / "small.png", small.repeat(2, 0).repeat(2, 1))  # the nearest upscaling
+    assert run(big, "--checkpoint", model, "--out", tmp_path / "b", "--seed", 0) == 0
+    assert np.array_equal(pixels(tmp_path / "a" / "small.png"), pixels(tmp_path / "b" / "small.png"))
+    synthesizer = Synthesizer.from_checkpoint(model, device="cpu")
+    with pytest.raises(ValueError, match="size 96×96"):
+        synthesizer(label, size=(96, 96))
+    assert synthesizer(label, resize=True, seed=0)[0].size == (SIZE, SIZE)
+
+
+def test_pix2pixhd_takes_multiples_of_its_downsampling():
+    config = ModelConfig(SemanticsConfig(5, False, True),
+                         GeneratorConfig(netG="pix2pixhd", ngf=4, crop_size=64, norm_G="instance",
+                                         resnet_n_blocks=1, resnet_n_downsample=3))
+    synthesizer = Synthesizer(build_networks(config), device="cpu")
+    assert synthesizer.size_problem(48, 80) is None
+    assert synthesizer(torch.randint(0, 5, (48, 80)))[0].size == (80, 48)
+    for height, width in ((12, 16), (8, 8)):
+        assert "multiples of 8, at least 16" in synthesizer.size_problem(height, width)
+    with pytest.raises(ValueError, match="label map is 16×12 .* multiples of 8"):
+        synthesizer(torch.randint(0, 5, (12, 16)))
+
+
+def test_default_checkpoint_is_the_bundled_model(model, tmp_path, monkeypatch):
+    label = write(tmp_path / "scene.png", landscape())
+    assert run(label, "--checkpoint", model, "--out", tmp_path / "named", "--seed", 4) == 0
+    monkeypatch.setenv(bundled.ENV_VAR, str(model))
+    assert bundled.bundled_model_path() == model
+    assert run(label, "--out", tmp_path / "default", "--seed", 4) == 0
+    expected = pixels(tmp_path / "named" / "scene.png")
+    assert np.array_equal(pixels(tmp_path / "default" / "scene.png"), expected)
+    assert np.array_equal(np.array(Synthesizer.from_checkpoint(device="cpu")(label, seed=4)[0]), expected)
+    # the function is the one place that says where the model is
+    monkeypatch.delenv(bundled.ENV_VAR)
+    monkeypatch.setattr(bundled, "bundled_model_path", lambda: model)
+    assert np.array_equal(np.array(Synthesizer.from_checkpoint(device="cpu")(label, seed=4)[0]), expected)
+
+
+def test_missing_bundled_model_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv(bundled.ENV_VAR, raising=False)
+    assert bundled.bundled_model_path().parts[-3:] == ("spade", "weights", "landscapes")
+    missing = tmp_path / "nowhere"
+    monkeypatch.setenv(bundled.ENV_VAR, str(missing))
+    label = write(tmp_path / "scene.png", landscape())
+    with pytest.raises(SystemExit, match=re.escape(f"the bundled model is not installed at {missing}") + ".*pass --checkpoint"):
+        run(label, "--out", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="the bundled model is not installed"):
+        Synthesizer.from_checkpoint()
+    assert not (tmp_path / "out").exists()
