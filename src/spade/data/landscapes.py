@@ -1048,6 +1048,8 @@ def prepare_folder(root: str | os.PathLike, seed: int, count: int, size: tuple[i
                          "folder or --overwrite")
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # left by an interrupted run
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{MANIFEST}.tmp")
     tmp.write_text(json.dumps(wanted, indent=2) + "\n")
     os.replace(tmp, path)
