@@ -28,7 +28,7 @@ fi
 
 # Options both runs share: the data, the batch, the losses (no VGG: its weights are not
 # bundled), TTUR at the official rates, EMA, and the checkpoint rhythm.
-common=(--dataset_mode custom --label_dir "$work/data/label" --image_dir "$work/data/image"
+common=(--dataset_mode custom --label_dir "$work/data/train_label" --image_dir "$work/data/train_img"
         --label_nc 182 --contain_dontcare_label --no_instance --crop_size 256 --load_size 286
         --batchSize $batch --niter 100000 --no_vgg_loss --ema --max_minutes "$minutes"
         --save_latest_freq $((every * batch)) --keep_checkpoints 1000 --save_epoch_freq 100000
@@ -36,8 +36,9 @@ common=(--dataset_mode custom --label_dir "$work/data/label" --image_dir "$work/
         --gpu_ids "$gpu" --checkpoints_dir "$work/runs" --no_progress)
 
 # SPADE + VAE (Sec. 3.3): ngf 16 and a 64-wide label network keep G + E at 14.9 M parameters
-# (28 MB in float16); pix2pixHD at ngf 18 has 14.6 M, a comparable budget.
-$spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 \
+# (28 MB in float16); pix2pixHD at ngf 18 has 14.6 M, a comparable budget. On a GPU the SPADE
+# label networks run as the plain convolutions (--reference_spade): no data-dependent shapes.
+$spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 --reference_spade \
     "${common[@]}" > "$work/spade_train.log" 2>&1 &
 spade_pid=$!
 $spade train --name pix2pixhd_landscapes --netG pix2pixhd --ngf 18 \
