@@ -400,3 +400,20 @@ def test_pseudo_label_cli_writes_a_custom_dataset(tmp_path: Path, capsys):
         assert Image.open(sized / "train_img" / "photo0.png").size == (6, 6)
     finally:
         unregister_segmenter("test-threshold")
+
+
+def test_pseudo_label_reads_photos_upright(tmp_path: Path):
+    from spade.evaluation.pseudo_label import pseudo_label
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    array = np.zeros((8, 20, 3), np.uint8)
+    array[:, :10] = 255                                        # bright left half
+    exif = Image.Exif()
+    exif[0x0112] = 6                                           # orientation: rotate 90° clockwise to view
+    Image.fromarray(array).save(photos / "camera.jpg", exif=exif, quality=95)
+    result = pseudo_label(photos, ThresholdSegmenter(), tmp_path / "out", progress=False)
+    assert result.written == ["camera"] and set(result.class_counts) == {123, 156}
+    label = np.asarray(Image.open(tmp_path / "out" / "train_label" / "camera.png"))
+    assert label.shape == (20, 8)                              # upright: 8 wide, 20 high
+    assert (label[:10] == 156).all() and (label[10:] == 123).all()   # the bright half is now on top

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from spade.imageio import save_png_atomic
@@ -88,11 +88,12 @@ def sample_name(photo: Path, root: Path) -> str:
 
 
 def read_photo(path: Path) -> Image.Image:
-    """An RGB PIL image, or a :class:`PseudoLabelError` naming the file."""
+    """An RGB PIL image, upright (EXIF orientation applied, as photo viewers show it), or a
+    :class:`PseudoLabelError` naming the file."""
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")
     except Exception as error:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError...)
         raise PseudoLabelError(f"{path}: cannot read it as an image ({type(error).__name__}: {error})") from error
 
