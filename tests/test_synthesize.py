@@ -23,6 +23,7 @@ from spade.imageio import read_image, to_pil
 from spade.inference import Synthesizer, palette_for_model, read_label_map
 from spade.models import build_networks
 from spade.palettes import CITYSCAPES, COCO_STUFF, palette_for
+from spade.semantics import build_semantics
 
 SIZE = 64
 
@@ -34,7 +35,20 @@ def save_tiny_model(folder: Path, *, encoder: bool = True, dontcare: bool = True
     config = ModelConfig(SemanticsConfig(182, dontcare, False),
                          GeneratorConfig(ngf=4, crop_size=SIZE, z_dim=z_dim, spade_hidden=8), None,
                          EncoderConfig(ndf=4, num_layers=5, latent_dim=8) if encoder else None)
-    networks = build_networks(config, init_type="normal", init_gain=0.2)
+    networks = build_networks(config, init_type="xavier", init_gain=1.0)
+    # BatchNorm statistics from a few train-mode passes, so that activations stay in range (with the
+    # initial mean 0 / variance 1 they grow layer by layer and every pixel saturates at ±1)
+    batch_norms = [m for m in networks.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in batch_norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the passes
+    maps = torch.from_numpy(np.stack([landscape(i) for i in range(4)])).long()[:, None]
+    maps[maps == 255] = 255 if dontcare else 0
+    with torch.no_grad():
+        networks.generator.train()
+        for _ in range(4):
+            networks.generator(build_semantics(maps, 182, dontcare))
+    networks.generator.eval()
     checkpoint = Checkpoint(folder=folder, meta={}, networks=networks, ema_generator=None, training_state=None)
     return save_inference_checkpoint(folder, checkpoint, dtype=torch.float16)
 
