@@ -7,8 +7,9 @@
 #   bash scripts/train_landscape_models.sh WORK_DIR [MINUTES]
 #
 # Environment: SPADE (the command, default `spade`), COUNT (training samples, default 3000),
-# DATA_SEED (default 1), GPU_IDS (default 0), WORKERS (data-loading processes per run, default 6);
-# BATCH and EVERY (checkpoint interval) only to try the script out small.
+# DATA_SEED (default 1), GPU_IDS (default 0, -1 for the CPU), WORKERS (data-loading processes per
+# run, default 6), NDF (discriminator width, default 64), BATCH (default 16), SPADE_NORM;
+# EVERY (checkpoint interval in iterations, default 100).
 set -euo pipefail
 work=${1:?usage: train_landscape_models.sh WORK_DIR [MINUTES]}
 minutes=${2:-7}
@@ -17,6 +18,10 @@ count=${COUNT:-3000}
 data_seed=${DATA_SEED:-1}
 gpu=${GPU_IDS:-0}
 workers=${WORKERS:-6}
+ndf=${NDF:-64}
+# With a batch of 1, batch norm in train mode normalizes each image alone but eval mode uses
+# running averages; instance norm (SPADE_NORM=spectralspadeinstance3x3) is the same in both.
+spade_norm=${SPADE_NORM:-spectralspadesyncbatch3x3}
 batch=${BATCH:-16}
 every=${EVERY:-100}  # checkpoint every 100 iterations, so both models can be taken at the same step
 
@@ -30,16 +35,19 @@ fi
 # bundled), TTUR at the official rates, EMA, and the checkpoint rhythm.
 common=(--dataset_mode custom --label_dir "$work/data/train_label" --image_dir "$work/data/train_img"
         --label_nc 182 --contain_dontcare_label --no_instance --crop_size 256 --load_size 286
-        --batchSize $batch --niter 100000 --no_vgg_loss --ema --max_minutes "$minutes"
+        --ndf "$ndf" --batchSize $batch --niter 100000 --no_vgg_loss --ema --max_minutes "$minutes"
         --save_latest_freq $((every * batch)) --keep_checkpoints 1000 --save_epoch_freq 100000
         --display_freq $((every * batch)) --print_freq $((10 * batch)) --nThreads "$workers"
         --gpu_ids "$gpu" --checkpoints_dir "$work/runs" --no_progress)
 
 # SPADE + VAE (Sec. 3.3): ngf 16 and a 64-wide label network keep G + E at 14.9 M parameters
 # (28 MB in float16); pix2pixHD at ngf 18 has 14.6 M, a comparable budget. On a GPU the SPADE
-# label networks run as the plain convolutions (--reference_spade): no data-dependent shapes.
-$spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 --reference_spade \
-    "${common[@]}" > "$work/spade_train.log" 2>&1 &
+# label networks run as the plain convolutions (--reference_spade: no data-dependent shapes);
+# on the CPU the exact fast path is faster.
+spade_path=()
+[ "$gpu" != "-1" ] && spade_path=(--reference_spade)
+$spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 \
+    --norm_G "$spade_norm" "${spade_path[@]}" "${common[@]}" > "$work/spade_train.log" 2>&1 &
 spade_pid=$!
 $spade train --name pix2pixhd_landscapes --netG pix2pixhd --ngf 18 \
     "${common[@]}" > "$work/pix2pixhd_train.log" 2>&1 &

@@ -63,5 +63,5 @@ def test_cli_exports_a_checkpoint(tmp_path):
     assert main(["export", str(tmp_path / "official"), "--onnx", str(tmp_path / "g.onnx")]) == 0
     session = ort.InferenceSession(str(tmp_path / "g.onnx"))
     assert [i.name for i in session.get_inputs()] == ["semantics", "z"]
-    with pytest.raises(SystemExit, match="--official FOLDER and/or --onnx FILE"):
+    with pytest.raises(SystemExit, match="--official FOLDER, --inference FOLDER and/or --onnx FILE"):
         main(["export", str(tmp_path / "official")])

@@ -38,7 +38,7 @@ def _run(g: SPADEGenerator, semantics: torch.Tensor, fast: bool, train: bool):
     g.train(train)
     g.zero_grad(set_to_none=True)
     out = g(semantics)
-    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    (out * torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)).sum().backward()
     grads = {n: p.grad.clone() for n, p in g.named_parameters()}
     return out.detach(), grads
 
