@@ -44,3 +44,42 @@ def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor, what
     diff = float((actual.float() - expected.float()).abs().max())
     assert diff <= rel * scale, f"{what}: max abs diff {diff:.3g} > {rel} × {scale:.3g}"
     return diff / scale
+
+
+@lru_cache(maxsize=None)
+def exact_official_output(name: str) -> torch.Tensor:
+    """The official generator's eval output on the fixture's inputs, computed in float64 through
+    the reference path (which in float32 reproduces the recorded output bit for bit).
+
+    Float32 paths that order their arithmetic differently (channels-last convolutions, another
+    device, the fast SPADE path) are compared with this, not with the recorded float32 output:
+    on these random-weight fixtures, float32 rounding alone moves the image by ~1e-4 (the
+    recording itself is 6e-5 from this result on ``cityscapes_like``), so two float32 evaluations
+    can differ by up to twice that without either being wrong."""
+    from spade.checkpoint import load_official
+    from spade.semantics import build_semantics
+
+    fx = official_fixture(name)
+    networks = load_official(OFFICIAL / f"{name}_checkpoint").networks
+    s = networks.config.semantics
+    semantics = build_semantics(fx["label"], s.label_nc, s.contain_dontcare_label, fx["instance"], s.use_instance)
+    generator = networks.generator.eval().double()
+    generator.fast_spade = False
+    z = fx["z"].double() if networks.config.generator.z_dim is not None else None
+    with torch.no_grad():
+        return generator(semantics.double(), z)
+
+
+def synthesize_fixture_pngs(synthesizer, fx: dict, folder: Path, index: int,
+                            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Image ``index`` of a fixture from the PNG inputs in its checkpoint folder, on the CPU:
+    through ``synthesize`` as a user calls it in float32; the same steps by hand otherwise."""
+    config = synthesizer.config
+    label = folder / f"input_label_{index}.png"
+    instance = folder / f"input_instance_{index}.png" if config.semantics.use_instance else None
+    z = fx["z"][index: index + 1] if config.generator.z_dim is not None else None
+    if dtype == torch.float32:
+        return synthesizer.synthesize(label, instance, z=z).cpu()
+    semantics = synthesizer.semantics(label, instance).to(dtype)
+    with torch.no_grad():
+        return synthesizer.networks.generator(semantics, None if z is None else z.to(synthesizer.device, dtype)).cpu()

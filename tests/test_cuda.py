@@ -11,11 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from spade.checkpoint import load_official
 from spade.inference import Synthesizer
 from spade.semantics import build_semantics
 from spade.training.loop import train
 
-from conftest import OFFICIAL, assert_close_to_reference, official_fixture
+from conftest import OFFICIAL, exact_official_output, official_fixture, synthesize_fixture_pngs
 from test_fast_spade import _generator, _label_maps, _run
 from test_training import tiny_run, weights
 
@@ -48,17 +49,19 @@ def test_fast_equals_reference_on_cuda(norm, train_mode):
 
 
 @pytest.mark.parametrize("name", ["cityscapes_like", "ade20k_vae_more"])
-def test_official_checkpoints_on_cuda_give_the_recorded_outputs(name):
-    """The official folders' PNG inputs through Synthesizer on the GPU (fast path, folded)."""
+def test_official_checkpoints_on_cuda_compute_the_official_function(name):
+    """The user path (fast SPADE, folded spectral norm, channels-last) on the GPU, with the
+    networks in float64: the official function to rounding level. In float32 the image moves by
+    ~1e-4 with any change of arithmetic order on these fixtures (see ``exact_official_output``),
+    so float32 is checked on the small networks above instead."""
     fx = official_fixture(name)
     folder = OFFICIAL / f"{name}_checkpoint"
-    synthesizer = Synthesizer.from_checkpoint(folder, device="cuda")
-    outputs = []
-    for b in range(fx["label"].shape[0]):
-        instance = folder / f"input_instance_{b}.png" if synthesizer.config.semantics.use_instance else None
-        z = fx["z"][b: b + 1] if synthesizer.config.generator.z_dim is not None else None
-        outputs.append(synthesizer.synthesize(folder / f"input_label_{b}.png", instance, z=z).cpu())
-    assert_close_to_reference(torch.cat(outputs), fx["G_eval_out"], f"{name} on CUDA", rel=1e-4)
+    networks = load_official(folder).networks
+    networks.generator.double()
+    synthesizer = Synthesizer(networks, device="cuda", fold=True)
+    outputs = [synthesize_fixture_pngs(synthesizer, fx, folder, b, torch.float64) for b in range(fx["label"].shape[0])]
+    diff = float((torch.cat(outputs) - exact_official_output(name)).abs().max())
+    assert diff <= 1e-9, diff
 
 
 def test_random_style_is_drawn_on_the_gpu():
