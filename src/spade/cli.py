@@ -334,6 +334,94 @@ def load_any_checkpoint(path: str):
     return load_checkpoint(folder, with_training_state=False)
 
 
+def _evaluation_folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """--label_dir/--image_dir, or a --dataroot holding {val,test,train}_label and _img folders."""
+    if args.label_dir and args.image_dir:
+        return Path(args.label_dir), Path(args.image_dir)
+    if not args.dataroot:
+        raise SystemExit("spade evaluate: give --dataroot DIR, or --label_dir and --image_dir")
+    root = Path(args.dataroot)
+    for phase in ("val", "test", "train"):
+        if (root / f"{phase}_label").is_dir() and (root / f"{phase}_img").is_dir():
+            return root / f"{phase}_label", root / f"{phase}_img"
+    raise SystemExit(f"spade evaluate: {root} holds no val_label/val_img (or test_, train_) folders")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import DataConfig
+    from .data import build_dataset
+    from .evaluation.protocol import Method, load_results, results_table, run_protocol
+    from .evaluation.segmenters import get_segmenter
+    from .inference import Synthesizer
+
+    device = device_from_gpu_ids(args.gpu_ids)
+    names = args.name or []
+    if len(names) > len(args.checkpoint):
+        raise SystemExit(f"spade evaluate: {len(names)} names for {len(args.checkpoint)} checkpoints")
+    label_dir, image_dir = _evaluation_folders(args)
+    try:
+        segmenter = get_segmenter(args.segmenter, weights=args.segmenter_weights, device=device)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise SystemExit(f"spade evaluate: {error}") from None
+
+    methods, label_nc = [], None
+    for index, path in enumerate(args.checkpoint):
+        try:
+            synthesizer = Synthesizer.from_checkpoint(path, device=device)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"spade evaluate: {error}") from None
+        semantics = synthesizer.config.semantics
+        if label_nc not in (None, semantics.label_nc):
+            raise SystemExit(f"spade evaluate: {path} takes {semantics.label_nc} classes, the others {label_nc}")
+        label_nc = semantics.label_nc
+        name = names[index] if index < len(names) else Path(path).name
+        methods.append(Method(name, _generator_for(synthesizer, args.style, args.seed), str(path)))
+    label_nc = label_nc or 182
+    data = DataConfig(dataset_mode="custom", label_dir=str(label_dir), image_dir=str(image_dir), phase="test",
+                      preprocess_mode="none", is_train=False, no_flip=True, label_nc=label_nc,
+                      contain_dontcare_label=True, use_instance=False, max_dataset_size=args.max_images)
+    try:
+        dataset = build_dataset(data)
+    except ValueError as error:
+        raise SystemExit(f"spade evaluate: {error}") from None
+
+    inception = None
+    if not args.no_fid:
+        from .evaluation.inception import InceptionFeatures, InceptionWeightsMissingError
+
+        try:
+            inception = InceptionFeatures.from_weights(args.fid_weights, device=device)
+        except InceptionWeightsMissingError as error:
+            if args.fid_weights:
+                raise SystemExit(f"spade evaluate: {error}") from None
+            print(f"FID left out: {error}", file=sys.stderr)
+    records = run_protocol(methods, dataset, args.dataset_name, segmenter, label_nc, args.out, args.results,
+                           inception=inception, batch_size=args.batch_size, keep=args.keep,
+                           progress=not args.no_progress)
+    results = Path(args.results) if args.results else Path(args.out) / "results.jsonl"
+    print(results_table(load_results(results)))
+    print(f"{len(records)} rows appended to {results}; samples in {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def _generator_for(synthesizer, style: str, seed: int):
+    """A batch → images function with one seed per image (seed + its index in the data set), so
+    the outputs do not depend on the batch size; ``style='photo'`` encodes each real photo."""
+    counter = {"next": 0}
+
+    def generate(batch):
+        n = batch["label"].shape[0]
+        seeds = [seed + counter["next"] + i for i in range(n)]
+        counter["next"] += n
+        if not synthesizer.takes_style:
+            return synthesizer.synthesize(batch["label"])
+        if style == "photo":
+            return synthesizer.synthesize(batch["label"], style=batch["image"], seed=seeds)
+        return synthesizer.synthesize(batch["label"], seed=seeds)
+
+    return generate
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spade", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"spade {__version__}")
@@ -384,6 +472,33 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--which_epoch", default="latest")
     export.add_argument("--ema", action="store_true", help="export the EMA generator as G")
     export.set_defaults(run=cmd_export)
+
+    evaluate = commands.add_parser("evaluate", help="the paper's protocol: mIoU / accuracy of a segmenter on "
+                                   "synthesized images, FID, against the real-image upper bound")
+    evaluate.add_argument("--checkpoint", nargs="+", default=[], help="checkpoints to score (ours, run or official "
+                          "folders); the real images are always scored too")
+    evaluate.add_argument("--name", nargs="+", help="a table name per checkpoint (default: folder names)")
+    evaluate.add_argument("--dataroot", help="a data set folder with val_label/val_img (or test_, train_) folders, "
+                          "as spade landscapes writes")
+    evaluate.add_argument("--label_dir", help="label maps (class ids), instead of --dataroot")
+    evaluate.add_argument("--image_dir", help="the matching real photos, instead of --dataroot")
+    evaluate.add_argument("--dataset_name", default="landscapes", help="the data set's column in the table")
+    evaluate.add_argument("--segmenter", default="landscapes", help="a registered segmenter name")
+    evaluate.add_argument("--segmenter_weights", help="its weight file (the bundled one by default where there is one)")
+    evaluate.add_argument("--fid_weights", help="pt_inception-2015-12-05-6726825d.pth (or set SPADE_FID_WEIGHTS, "
+                          "or put it in the torch hub cache); without it FID is left out")
+    evaluate.add_argument("--no_fid", action="store_true", help="skip FID even if the weights are found")
+    evaluate.add_argument("--style", choices=["random", "photo"], default="random",
+                          help="models with an encoder: a random style per image (seeded), or each real photo's")
+    evaluate.add_argument("--seed", type=int, default=0, help="image i gets style seed SEED + i")
+    evaluate.add_argument("--out", required=True, help="folder for index.html, sample images and results.jsonl")
+    evaluate.add_argument("--results", help="jsonl file to append to (default OUT/results.jsonl)")
+    evaluate.add_argument("--batch_size", type=int, default=8)
+    evaluate.add_argument("--max_images", type=int, default=9223372036854775807, help="score the first N only")
+    evaluate.add_argument("--keep", type=int, default=8, help="samples shown in index.html")
+    evaluate.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    evaluate.add_argument("--no_progress", action="store_true")
+    evaluate.set_defaults(run=cmd_evaluate)
 
     importer = commands.add_parser("import", help="turn an official checkpoint folder into ours")
     importer.add_argument("official", help="official folder: opt.txt + {epoch}_net_G.pth ...")
