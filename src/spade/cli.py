@@ -422,6 +422,24 @@ def _generator_for(synthesizer, style: str, seed: int):
     return generate
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import Limits, serve
+    except ImportError as error:
+        raise SystemExit(f"spade serve: {error}; install the web demo's dependencies (fastapi, uvicorn, "
+                         "python-multipart)") from None
+    from .bundled import BundledModelMissingError
+
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                    max_batch=args.max_batch, max_waiting=args.max_waiting)
+    try:
+        serve(args.checkpoint, host=args.host, port=args.port, device=device_from_gpu_ids(args.gpu_ids),
+              limits=limits, extra_presets=args.preset or (), background=args.background)
+    except (BundledModelMissingError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"spade serve: {error}") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spade", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"spade {__version__}")
@@ -531,6 +549,22 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--overwrite", action="store_true", help="redo photos already written")
     pseudo.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
     pseudo.set_defaults(run=cmd_pseudo_label)
+
+    serve = commands.add_parser("serve", help="the GauGAN-style web demo: paint a label map, get a picture "
+                                "(API docs at /docs)")
+    serve.add_argument("--checkpoint", default=None, help="checkpoint, run or official folder "
+                       "(default: the bundled model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    serve.add_argument("--preset", action="append", metavar="IMAGE", help="add a style preset (repeatable)")
+    serve.add_argument("--background", default=None, help="class the canvas starts with and the eraser paints "
+                       "(name or id; default: sky)")
+    serve.add_argument("--max-upload-mb", type=float, default=8.0, help="largest upload per file (default: 8)")
+    serve.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest uploaded image in pixels")
+    serve.add_argument("--max-batch", type=int, default=4, help="requests synthesized together (default: 4)")
+    serve.add_argument("--max-waiting", type=int, default=32, help="queued requests before 503 (default: 32)")
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

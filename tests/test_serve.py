@@ -1,0 +1,441 @@
+"""The web demo's API (``spade serve``) on a tiny model: classes and colours, synthesis from id
+and colour maps with seeds, presets and style images, the checks on bad and oversized inputs, the
+queue (batches, 503 when full), and the command line.
+
+The tiny model (64×64, ngf 4, an image encoder, COCO-Stuff ids + don't-care) is saved as the
+bundled model is: one of our checkpoint folders in float16.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import socket
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+
+with warnings.catch_warnings():  # newer starlette asks for httpx2 in its test client; httpx works
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient  # noqa: E402
+
+from spade.checkpoint import Checkpoint, save_inference_checkpoint  # noqa: E402
+from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig  # noqa: E402
+from spade.data.landscapes import CLASS_IDS, generate_layout  # noqa: E402
+from spade.inference import Synthesizer  # noqa: E402
+from spade.models import build_networks  # noqa: E402
+from spade.palettes import COCO_STUFF  # noqa: E402
+from spade.semantics import build_semantics  # noqa: E402
+from spade.serve import Limits, create_app  # noqa: E402
+from spade.serve.catalog import decode_ids  # noqa: E402
+from spade.serve.queue import Job  # noqa: E402
+
+SIZE = 64
+SKY = COCO_STUFF.names.index("sky-other")
+
+
+def save_tiny_model(folder: Path, *, encoder: bool = True, dontcare: bool = True, seed: int = 0) -> Path:
+    """A tiny COCO-Stuff model with BatchNorm statistics from a few procedural landscapes."""
+    torch.manual_seed(seed)
+    config = ModelConfig(SemanticsConfig(182, dontcare, False),
+                         GeneratorConfig(ngf=4, crop_size=SIZE, z_dim=8 if encoder else None, spade_hidden=8), None,
+                         EncoderConfig(ndf=4, num_layers=5, latent_dim=8) if encoder else None)
+    networks = build_networks(config, init_type="xavier", init_gain=1.0)
+    norms = [m for m in networks.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    maps = torch.from_numpy(np.stack([generate_layout(i, SIZE).label for i in range(4)])).long()[:, None]
+    with torch.no_grad():
+        networks.generator.train()
+        for _ in range(3):
+            networks.generator(build_semantics(maps, 182, dontcare))
+    networks.generator.eval()
+    checkpoint = Checkpoint(folder=folder, meta={}, networks=networks, ema_generator=None, training_state=None)
+    return save_inference_checkpoint(folder, checkpoint, dtype=torch.float16)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("serve_models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def synthesizer(model_path) -> Synthesizer:
+    return Synthesizer.from_checkpoint(model_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(synthesizer):
+    app = create_app(synthesizer, limits=Limits(max_upload_bytes=64 * 1024, max_pixels=128 * 128), name="tiny")
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def scene(variant: int = 0) -> np.ndarray:
+    """A 64×64 landscape in COCO-Stuff ids, with a don't-care corner."""
+    ids = generate_layout(variant, SIZE).label.astype(np.uint8)
+    ids[:2, :2] = 255
+    return ids
+
+
+def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def synthesize(client, label: bytes, **form) -> httpx.Response:
+    files = {"label": ("label.png", label, "image/png")}
+    if "style" in form:
+        files["style"] = ("style.png", form.pop("style"), "image/png")
+    return client.post("/api/synthesize", files=files, data={k: str(v) for k, v in form.items()})
+
+
+def expected(synthesizer, ids: np.ndarray, seed: int, style: torch.Tensor | None = None) -> np.ndarray:
+    """What ``Synthesizer`` (and ``spade synthesize --seed``) makes of this map."""
+    return np.array(synthesizer(torch.from_numpy(ids.astype(np.int64)), style=style, seed=[seed])[0])
+
+
+# -- descriptions ---------------------------------------------------------------------------------
+
+def test_model_lists_classes_colours_presets_and_limits(client):
+    info = client.get("/api/model").json()
+    assert info["size"] == {"height": SIZE, "width": SIZE} and info["label_nc"] == 182
+    assert info["takes_style"] and info["style_image"] and info["background"] == SKY
+    groups = {g["name"]: g["classes"] for g in info["groups"]}
+    assert list(groups) == ["Landscape", "Stuff", "Things", "Other"]
+    assert [c["id"] for c in groups["Landscape"]] == list(CLASS_IDS)
+    sky = groups["Landscape"][0]
+    assert sky == {"id": SKY, "name": "sky-other", "color": "#5fdbff"}  # the GauGAN colour (95, 219, 255)
+    assert groups["Other"] == [{"id": 255, "name": "don't care (unlabeled)", "color": "#000000"}]
+    listed = [c["id"] for g in info["groups"] for c in g["classes"]]
+    assert len(listed) == len(set(listed)) == 182 - 11 + 1  # COCO's 11 unannotated ids are left out
+    for entry in (c for g in info["groups"] for c in g["classes"] if c["id"] != 255):
+        assert entry["color"] == "#{:02x}{:02x}{:02x}".format(*COCO_STUFF.colors[entry["id"]])
+    assert client.get("/api/classes").json()["groups"] == info["groups"]
+    assert info["limits"]["max_upload_bytes"] == 64 * 1024
+    names = [p["name"] for p in info["presets"]]
+    assert {"summer day", "sunset", "winter"} <= set(names)
+    preset = client.get(info["presets"][0]["url"])
+    assert preset.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(preset.content)).size == (SIZE, SIZE)
+    assert client.get("/api/presets/nothing").status_code == 404
+    schema = client.get("/openapi.json").json()
+    assert {"/api/synthesize", "/api/model", "/api/classes", "/api/labels/decode"} <= set(schema["paths"])
+
+
+def test_page_is_self_contained(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    assert "<canvas" in text and "/api/synthesize" in text
+    # no CDN, no external request: no absolute URL in any src, href, import or fetch
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+    assert not re.search(r"""(url\(|@import|fetch\()\s*["']?(https?:)?//""", text)
+
+
+def test_random_layouts_are_landscapes(client):
+    layout = decode_ids(client.get("/api/layouts/random", params={"seed": 5}).json())
+    assert layout.shape == (SIZE, SIZE)
+    assert np.array_equal(layout, generate_layout(5, SIZE).label)
+    assert client.get("/api/layouts/random", params={"seed": -1}).status_code == 422
+
+
+# -- synthesis ------------------------------------------------------------------------------------
+
+def test_id_and_colour_maps_give_the_synthesizers_image(client, synthesizer):
+    ids = scene(1)
+    response = synthesize(client, png(ids), seed=7)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png" and response.headers["x-seed"] == "7"
+    image = decode_png(response.content)
+    assert image.shape == (SIZE, SIZE, 3)
+    assert np.array_equal(image, expected(synthesizer, ids, 7))
+    assert np.array_equal(client.app.state.demo.last_labels, ids)  # what the server received
+    colours = synthesize(client, png(COCO_STUFF.colorize(ids)), seed=7)
+    assert np.array_equal(decode_png(colours.content), image)
+    wide = synthesize(client, png(ids.astype(np.uint16)), seed=7)  # a 16-bit id PNG
+    assert np.array_equal(decode_png(wide.content), image)
+    other = synthesize(client, png(ids), seed=8)
+    assert not np.array_equal(decode_png(other.content), image)
+
+
+def test_without_a_seed_the_server_draws_one_and_says_which(client, synthesizer):
+    ids = scene(2)
+    response = synthesize(client, png(ids))
+    seed = int(response.headers["x-seed"])
+    assert np.array_equal(decode_png(response.content), expected(synthesizer, ids, seed))
+
+
+def test_presets_and_style_images_set_the_style(client, synthesizer):
+    ids = scene(3)
+    demo = client.app.state.demo
+    name = "sunset"
+    response = synthesize(client, png(ids), seed=4, preset=name)
+    assert response.status_code == 200, response.text
+    styled = decode_png(response.content)
+    assert np.array_equal(styled, expected(synthesizer, ids, 4, style=demo._preset_tensor[name]))
+    assert not np.array_equal(styled, expected(synthesizer, ids, 4))
+    # an uploaded picture: resized to the model's size, then encoded
+    picture = (np.random.default_rng(0).random((80, 96, 3)) * 255).astype(np.uint8)
+    uploaded = synthesize(client, png(ids), seed=4, style=png(picture))
+    assert uploaded.status_code == 200, uploaded.text
+    reference = np.asarray(Image.fromarray(picture).resize((SIZE, SIZE), Image.BICUBIC), np.float32) / 127.5 - 1
+    style = torch.from_numpy(reference).permute(2, 0, 1)
+    assert np.array_equal(decode_png(uploaded.content), expected(synthesizer, ids, 4, style=style))
+
+
+def test_resize_and_decode(client):
+    big = np.kron(scene(4), np.ones((2, 2), np.uint8))  # 128×128, each pixel doubled
+    assert synthesize(client, png(big), seed=1).status_code == 422
+    assert synthesize(client, png(big), seed=1, resize="true").status_code == 200
+    decoded = client.post("/api/labels/decode", files={"label": ("l.png", png(COCO_STUFF.colorize(big)))})
+    assert decoded.status_code == 200, decoded.text
+    body = decoded.json()
+    assert body["resized_from"] == {"height": 128, "width": 128}
+    assert np.array_equal(decode_ids(body), scene(4))  # nearest resizing picks ids, never blends
+    same = client.post("/api/labels/decode", files={"label": ("l.png", png(scene(4)))}).json()
+    assert same["resized_from"] is None and np.array_equal(decode_ids(same), scene(4))
+
+
+# -- bad inputs -----------------------------------------------------------------------------------
+
+def detail(response: httpx.Response) -> str:
+    return response.json()["detail"]
+
+
+def test_bad_inputs_are_4xx_in_plain_words(client):
+    ids = scene(0)
+    unknown = ids.copy()
+    unknown[10:12, 10:15] = 200
+    response = synthesize(client, png(unknown), seed=0)
+    assert response.status_code == 422
+    assert "label id 200 (10 pixels)" in detail(response) and "outside the model's classes" in detail(response)
+    colours = COCO_STUFF.colorize(ids)
+    colours[5, 5] = (1, 2, 3)
+    response = synthesize(client, png(colours), seed=0)
+    assert response.status_code == 422 and "(1, 2, 3) (1 pixels)" in detail(response)
+    small = ids[:32, :32].copy()
+    response = synthesize(client, png(small), seed=0)
+    assert response.status_code == 422 and "this model makes 64×64 images" in detail(response)
+    assert "resize" in detail(response)
+    response = synthesize(client, b"not an image", seed=0)
+    assert response.status_code == 422 and "not an image" in detail(response)
+    response = synthesize(client, b"", seed=0)
+    assert response.status_code == 422 and "empty" in detail(response)
+    response = client.post("/api/synthesize", data={"seed": "1"})
+    assert response.status_code == 422 and "label" in detail(response)
+    response = synthesize(client, png(ids), seed=-3)
+    assert response.status_code == 422 and "seed" in detail(response)
+    response = synthesize(client, png(ids), seed=0, preset="nowhere")
+    assert response.status_code == 422 and "unknown preset 'nowhere'" in detail(response)
+    response = synthesize(client, png(ids), seed=0, preset="sunset", style=png(colours))
+    assert response.status_code == 422 and "not both" in detail(response)
+    response = synthesize(client, png(ids), seed=0, style=b"\x89PNG broken")
+    assert response.status_code == 422 and "style image" in detail(response)
+    rgba = np.dstack([COCO_STUFF.colorize(ids), np.full((SIZE, SIZE), 128, np.uint8)])
+    response = synthesize(client, png(rgba), seed=0)
+    assert response.status_code == 422 and "transparent" in detail(response)
+
+
+def test_oversized_uploads_are_413(client):
+    # bytes: an incompressible label map upload over the 64 KiB per-file limit
+    noise = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
+    big_file = png(noise)
+    assert len(big_file) > 64 * 1024
+    response = synthesize(client, big_file, seed=0)
+    assert response.status_code == 413 and "larger than this server accepts" in detail(response)
+    # the whole body, refused by its Content-Length before it is read
+    huge = b"x" * (200 * 1024)
+    response = client.post("/api/synthesize", content=huge, headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 413
+    # a chunked body (no Content-Length) is cut off once it passes the limit
+    head = (b'--x\r\nContent-Disposition: form-data; name="label"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    response = client.post("/api/synthesize", content=(part for part in [head] + [b"x" * 8192] * 40),
+                           headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413
+    # pixels, read from the header before decoding: a small file of a large image
+    wide = png(np.zeros((8, 4096), np.uint8))
+    assert len(wide) < 4096
+    response = synthesize(client, wide, seed=0, resize="true")
+    assert response.status_code == 413 and "4096×8 = 32,768 pixels" in detail(response)
+    response = synthesize(client, png(scene(0)), seed=0, style=wide)
+    assert response.status_code == 413 and "style image" in detail(response)
+    # the server still answers
+    assert synthesize(client, png(scene(0)), seed=0).status_code == 200
+
+
+def test_models_without_encoder_take_no_style(tmp_path):
+    path = save_tiny_model(tmp_path / "plain", encoder=False, dontcare=False)
+    synthesizer = Synthesizer.from_checkpoint(path, device="cpu")
+    with TestClient(create_app(synthesizer)) as client:
+        info = client.get("/api/model").json()
+        assert not info["takes_style"] and info["presets"] == []
+        assert [g["name"] for g in info["groups"]] == ["Landscape", "Stuff", "Things"]  # no don't-care
+        ids = scene(0)
+        ids[ids == 255] = SKY
+        response = synthesize(client, png(ids), preset="sunset")
+        assert response.status_code == 422 and "no image encoder" in detail(response)
+        black = synthesize(client, png(COCO_STUFF.colorize(scene(0))))
+        assert black.status_code == 422 and "black is don't-care" in detail(black)
+        response = synthesize(client, png(ids))
+        assert response.status_code == 200 and "x-seed" not in response.headers
+        assert np.array_equal(decode_png(response.content), np.array(synthesizer(torch.from_numpy(ids))[0]))
+
+
+# -- the queue ------------------------------------------------------------------------------------
+
+@contextmanager
+def live_server(app):
+    """The app on a real socket (uvicorn in a thread), for concurrent clients; yields the URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def blocked_queue(app):
+    """Make the model thread wait on an event before each batch: (event, batch sizes seen)."""
+    queue = app.state.queue
+    gate, sizes, original = threading.Event(), [], queue._run
+
+    def run(jobs):
+        sizes.append(len(jobs))
+        gate.wait(timeout=30)
+        return original(jobs)
+
+    queue._run = run
+    return gate, sizes
+
+
+def test_requests_wait_in_one_queue_and_run_in_batches(synthesizer):
+    app = create_app(synthesizer, limits=Limits(max_batch=4, max_waiting=8), warm_up=False)
+    gate, sizes = blocked_queue(app)
+    maps = [scene(i) for i in range(5)]
+    with live_server(app) as url:
+        results: dict[int, httpx.Response] = {}
+
+        def call(i):
+            with httpx.Client(base_url=url, timeout=60) as c:
+                results[i] = synthesize(c, png(maps[i]), seed=10 + i)
+
+        first = threading.Thread(target=call, args=(0,))
+        first.start()
+        while not sizes:  # the first request holds the model thread
+            time.sleep(0.01)
+        others = [threading.Thread(target=call, args=(i,)) for i in range(1, 5)]
+        for t in others:
+            t.start()
+        while app.state.queue.waiting < 4:
+            time.sleep(0.01)
+        # the event loop still answers while the model is busy
+        with httpx.Client(base_url=url, timeout=5) as c:
+            assert c.get("/api/status").json()["waiting"] == 4
+        gate.set()
+        for t in [first, *others]:
+            t.join(timeout=60)
+    assert sizes == [1, 4]  # the four that waited ran as one batch
+    for i in range(5):
+        assert results[i].status_code == 200, results[i].text
+        single = expected(synthesizer, maps[i], 10 + i)
+        assert np.abs(decode_png(results[i].content).astype(int) - single).max() <= 1  # float rounding only
+
+
+def test_a_full_queue_answers_503_and_the_server_recovers(synthesizer):
+    app = create_app(synthesizer, limits=Limits(max_batch=1, max_waiting=2), warm_up=False)
+    gate, sizes = blocked_queue(app)
+    with live_server(app) as url:
+        statuses: list[int] = []
+
+        def call():
+            with httpx.Client(base_url=url, timeout=60) as c:
+                statuses.append(synthesize(c, png(scene(0)), seed=1).status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]  # one runs, two wait
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        while app.state.queue.waiting < 2:
+            time.sleep(0.01)
+        with httpx.Client(base_url=url, timeout=10) as c:
+            refused = synthesize(c, png(scene(0)), seed=1)
+            assert refused.status_code == 503 and "the server is busy" in detail(refused)
+            gate.set()
+            for t in threads:
+                t.join(timeout=60)
+            assert statuses == [200, 200, 200]
+            assert synthesize(c, png(scene(0)), seed=1).status_code == 200
+            assert c.get("/api/status").json()["rejected"] == 1
+
+
+def test_a_bad_request_fails_alone(synthesizer):
+    from spade.serve.queue import SynthesisQueue
+
+    async def scenario():
+        queue = SynthesisQueue(synthesizer, max_batch=4, max_waiting=4)
+        queue.start()
+        layout = synthesizer.layout(torch.from_numpy(scene(0).astype(np.int64)))
+        good = asyncio.ensure_future(queue.submit(Job(layout, 3)))
+        bad = asyncio.ensure_future(queue.submit(Job(layout, 3, style=torch.zeros(2, 5, 5))))  # not RGB
+        done = await asyncio.gather(good, bad, return_exceptions=True)
+        await queue.stop()
+        return done
+
+    image, error = asyncio.run(scenario())
+    # a bad job fails alone: its batch is rerun one job at a time
+    assert isinstance(error, Exception)
+    assert np.array_equal(np.array(image), expected(synthesizer, scene(0), 3))
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+def test_cli_serve_needs_a_model(monkeypatch, tmp_path, model_path):
+    from spade import cli
+
+    monkeypatch.setenv("SPADE_BUNDLED_MODEL", str(tmp_path / "missing"))
+    with pytest.raises(SystemExit, match="the bundled model is not installed .* pass --checkpoint"):
+        cli.main(["serve", "--gpu_ids", "-1"])
+    started = {}
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: started.update(app=app, host=host, port=port))
+    assert cli.main(["serve", "--checkpoint", str(model_path), "--port", "8123", "--gpu_ids", "-1",
+                     "--max-upload-mb", "1", "--max-batch", "2"]) == 0
+    assert started["host"] == "127.0.0.1" and started["port"] == 8123
+    with TestClient(started["app"]) as client:
+        info = client.get("/api/model").json()
+        assert info["name"] == "tiny" and info["limits"]["max_upload_bytes"] == 1024 * 1024
+        assert info["limits"]["max_batch"] == 2
+    # the bundled model (here: the tiny one named by SPADE_BUNDLED_MODEL) is the default
+    monkeypatch.setenv("SPADE_BUNDLED_MODEL", str(model_path))
+    assert cli.main(["serve", "--gpu_ids", "-1"]) == 0
