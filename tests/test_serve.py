@@ -27,7 +27,7 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
 with warnings.catch_warnings():  # newer starlette asks for httpx2 in its test client; httpx works
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
 from spade.checkpoint import Checkpoint, save_inference_checkpoint  # noqa: E402
