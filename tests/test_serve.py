@@ -439,3 +439,129 @@ def test_cli_serve_needs_a_model(monkeypatch, tmp_path, model_path):
     # the bundled model (here: the tiny one named by SPADE_BUNDLED_MODEL) is the default
     monkeypatch.setenv("SPADE_BUNDLED_MODEL", str(model_path))
     assert cli.main(["serve", "--gpu_ids", "-1"]) == 0
+
+
+# -- the preference study -------------------------------------------------------------------------
+
+def make_study(folder: Path, n: int = 4) -> tuple[Path, Path, Path]:
+    dirs = [folder / name for name in ("a", "b", "labels")]
+    for d in dirs:
+        d.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(scene(i)).save(dirs[2] / f"map{i}.png")
+        Image.fromarray(np.full((8, 8, 3), 220, np.uint8)).save(dirs[0] / f"map{i}.png")
+        Image.fromarray(np.full((8, 8, 3), 20, np.uint8)).save(dirs[1] / f"map{i}.jpg")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(dirs[0] / "only_in_a.png")  # not in B: left out
+    return tuple(dirs)
+
+
+def test_wilson_interval():
+    from spade.serve.study import wilson_interval
+
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.3968, abs=1e-4) and high == pytest.approx(0.8922, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and high == pytest.approx(0.1611, abs=1e-4)
+    low, high = wilson_interval(500, 1000)
+    assert 0.5 - low == pytest.approx(high - 0.5) and high - low == pytest.approx(0.0619, abs=1e-4)
+
+
+def test_concurrent_votes_are_all_kept(tmp_path):
+    from spade.serve.study import StudyStore, VoteError
+
+    store = StudyStore(tmp_path / "votes.sqlite")
+    trials = [store.new_trial(f"map{i % 5}", f"voter{i % 8}") for i in range(240)]
+    errors: list[BaseException] = []
+
+    def cast(batch):
+        try:
+            for t in batch:
+                store.vote(t.id, "left" if int(t.id.encode().hex(), 16) % 3 else "right", t.voter)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=cast, args=(trials[k::8],)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    report = store.report()
+    assert report.votes == 240 and report.voters == 8 and report.items == 5
+    expected_a = sum(("left" if int(t.id.encode().hex(), 16) % 3 else "right") == t.a_side for t in trials)
+    assert report.votes_a == expected_a
+    # sides were drawn at random, and recorded
+    assert 60 < sum(t.a_side == "left" for t in trials) < 180
+    # one vote per trial, by the voter it was shown to
+    with pytest.raises(VoteError, match="already") as error:
+        store.vote(trials[0].id, "left", trials[0].voter)
+    assert error.value.status == 409
+    with pytest.raises(VoteError) as error:
+        store.vote(store.new_trial("map0", "x").id, "left", "y")
+    assert error.value.status == 403
+    with pytest.raises(VoteError) as error:
+        store.vote("nope", "left", "x")
+    assert error.value.status == 404
+
+
+def test_study_app_over_http(tmp_path):
+    from spade.serve.study import StudyStore, create_study_app
+
+    dir_a, dir_b, labels = make_study(tmp_path)
+    store = StudyStore(tmp_path / "votes.sqlite")
+    app = create_study_app(dir_a, dir_b, labels, store, name_a="spade", name_b="pix2pixhd")
+    assert sorted(app.state.items) == ["map0", "map1", "map2", "map3"]
+    with live_server(app) as url:
+        def voter(results: list):
+            with httpx.Client(base_url=url, timeout=30) as c:
+                while True:
+                    t = c.get("/api/trial").json()
+                    if t["done"]:
+                        results.append(t)
+                        return
+                    left = np.array(Image.open(io.BytesIO(c.get(t["left"]).content)).convert("RGB"))
+                    a_side = store.trial(t["trial"]).a_side
+                    assert (left[0, 0, 0] > 128) == (a_side == "left")  # A's picture is where the trial says
+                    label = np.array(Image.open(io.BytesIO(c.get(t["label"]).content)))
+                    name = store.trial(t["trial"]).item
+                    assert np.array_equal(label, COCO_STUFF.colorize(scene(int(name[-1]))))  # ids shown in colour
+                    r = c.post("/api/vote", json={"trial": t["trial"], "choice": a_side})  # always prefers A
+                    assert r.status_code == 200, r.text
+                    results.append(name)
+                    again = c.post("/api/vote", json={"trial": t["trial"], "choice": "left"})
+                    assert again.status_code == 409 and "already" in again.json()["detail"]
+
+        per_voter = [[] for _ in range(6)]
+        threads = [threading.Thread(target=voter, args=(r,)) for r in per_voter]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for results in per_voter:  # each voter judged each label map once, then was done
+            assert sorted(results[:-1]) == ["map0", "map1", "map2", "map3"] and results[-1]["done"]
+        with httpx.Client(base_url=url) as c:
+            report = c.get("/api/report").json()
+            assert report["votes"] == 24 and report["votes_a"] == 24 and report["preference_a"] == 1.0
+            assert report["interval_a_95"][0] == pytest.approx(0.8620, abs=1e-4) and report["voters"] == 6
+            assert "spade preferred over pix2pixhd in 100.0% of 24 votes" in c.get("/report").text
+            bad = c.post("/api/vote", json={"trial": "x", "choice": "middle"})
+            assert bad.status_code == 422
+
+
+def test_cli_study_report(tmp_path, capsys):
+    from spade import cli
+    from spade.serve.study import StudyStore
+
+    store = StudyStore(tmp_path / "votes.sqlite")
+    store.set_meta(name_a="ours", name_b="theirs")
+    for i in range(10):
+        t = store.new_trial(f"map{i}", "v")
+        store.vote(t.id, t.a_side if i < 7 else ("left" if t.a_side == "right" else "right"), "v")
+    assert cli.main(["study", "--report", "--db", str(tmp_path / "votes.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "ours preferred over theirs in 70.0% of 10 votes (95% Wilson interval 39.7%–89.2%" in out
+    with pytest.raises(SystemExit, match="--a, --b and --labels"):
+        cli.main(["study", "--db", str(tmp_path / "votes.sqlite")])
+    with pytest.raises(SystemExit, match="no such file"):
+        cli.main(["study", "--report", "--db", str(tmp_path / "none.sqlite")])

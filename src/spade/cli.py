@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import sys
 from pathlib import Path
@@ -440,6 +441,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .serve.study import StudyStore
+
+    if args.report:
+        if not Path(args.db).is_file():
+            raise SystemExit(f"spade study: {args.db}: no such file (no votes recorded there)")
+        report = StudyStore(args.db).report(args.name_a, args.name_b)
+        print(json.dumps(report.as_dict()) if args.json else report.text())
+        return 0
+    if not (args.a and args.b and args.labels):
+        raise SystemExit("spade study: give --a, --b and --labels (folders of images and label maps matched by "
+                         "file name), or --report")
+    from .serve.study import run_study
+
+    try:
+        run_study(args.a, args.b, args.labels, args.db, name_a=args.name_a or Path(args.a).name,
+                  name_b=args.name_b or Path(args.b).name, host=args.host, port=args.port, palette=args.palette)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"spade study: {error}") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spade", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"spade {__version__}")
@@ -565,6 +588,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=4, help="requests synthesized together (default: 4)")
     serve.add_argument("--max-waiting", type=int, default=32, help="queued requests before 503 (default: 32)")
     serve.set_defaults(run=cmd_serve)
+
+    study = commands.add_parser("study", help="a preference study between two methods' images of the same label "
+                                "maps (the paper's Table 2 protocol); --report for the result")
+    study.add_argument("--a", help="folder of method A's images (matched to the label maps by file name)")
+    study.add_argument("--b", help="folder of method B's images")
+    study.add_argument("--labels", help="folder of the label maps")
+    study.add_argument("--db", default="votes.sqlite", help="SQLite file of the trials and votes (default: votes.sqlite)")
+    study.add_argument("--name-a", default=None, help="method A's name in the report (default: its folder's name)")
+    study.add_argument("--name-b", default=None, help="method B's name in the report")
+    study.add_argument("--palette", default="coco", help="palette for label maps stored as ids: coco, ade20k, "
+                       "cityscapes (default: coco)")
+    study.add_argument("--host", default="127.0.0.1")
+    study.add_argument("--port", type=int, default=8001)
+    study.add_argument("--report", action="store_true", help="print the preference for A with its 95%% Wilson "
+                       "interval and exit")
+    study.add_argument("--json", action="store_true", help="with --report: as JSON")
+    study.set_defaults(run=cmd_study)
     return parser
 
 
