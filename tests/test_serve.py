@@ -565,3 +565,18 @@ def test_cli_study_report(tmp_path, capsys):
         cli.main(["study", "--db", str(tmp_path / "votes.sqlite")])
     with pytest.raises(SystemExit, match="no such file"):
         cli.main(["study", "--report", "--db", str(tmp_path / "none.sqlite")])
+
+
+def test_load_script_runs_clean(model_path, tmp_path):
+    """benchmarks/serve_load.py against a server it starts: a short run with no errors."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("serve_load", Path(__file__).parents[1] / "benchmarks" / "serve_load.py")
+    serve_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_load)
+    out = tmp_path / "load.json"
+    assert serve_load.main(["--checkpoint", str(model_path), "--clients", "3", "--seconds", "1.5",
+                            "--maps", "2", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["errors"] == 0 and figures["requests_ok"] > 0 and figures["peak_rss_mib"] > 0
