@@ -92,8 +92,10 @@ def paint_coast(p: Painter) -> None:
     p.use("clouds", size=14)
     p.stroke([(0.08, 0.12), (0.2, 0.10), (0.3, 0.12)])
     p.stroke([(0.58, 0.16), (0.72, 0.13), (0.86, 0.15)])
-    p.use("tree", size=28)
-    p.stroke([(0.84, 0.62), (0.86, 0.72), (0.85, 0.86)])
+    p.use("tree", size=7)
+    p.stroke([(0.85, 0.70), (0.852, 0.87)])                # the trunk
+    p.use("tree", size=40)
+    p.stroke([(0.83, 0.62), (0.87, 0.66)])                 # the crown
     p.use("rock", size=16)
     p.stroke([(0.18, 0.86), (0.24, 0.87)])
 
