@@ -24,22 +24,22 @@ import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
-import httpx  # noqa: E402
+import httpx
 
 with warnings.catch_warnings():  # newer starlette asks for httpx2 in its test client; httpx works
     warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient  # noqa: E402
+    from fastapi.testclient import TestClient
 
-from spade.checkpoint import Checkpoint, save_inference_checkpoint  # noqa: E402
-from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig  # noqa: E402
-from spade.data.landscapes import CLASS_IDS, generate_layout  # noqa: E402
-from spade.inference import Synthesizer  # noqa: E402
-from spade.models import build_networks  # noqa: E402
-from spade.palettes import COCO_STUFF  # noqa: E402
-from spade.semantics import build_semantics  # noqa: E402
-from spade.serve import Limits, create_app  # noqa: E402
-from spade.serve.catalog import decode_ids  # noqa: E402
-from spade.serve.queue import Job  # noqa: E402
+from spade.checkpoint import Checkpoint, save_inference_checkpoint
+from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spade.data.landscapes import CLASS_IDS, generate_layout
+from spade.inference import Synthesizer
+from spade.models import build_networks
+from spade.palettes import COCO_STUFF
+from spade.semantics import build_semantics
+from spade.serve import Limits, create_app
+from spade.serve.catalog import decode_ids
+from spade.serve.queue import Job
 
 SIZE = 64
 SKY = COCO_STUFF.names.index("sky-other")
@@ -373,7 +373,7 @@ def test_requests_wait_in_one_queue_and_run_in_batches(synthesizer):
 
 def test_a_full_queue_answers_503_and_the_server_recovers(synthesizer):
     app = create_app(synthesizer, limits=Limits(max_batch=1, max_waiting=2), warm_up=False)
-    gate, sizes = blocked_queue(app)
+    gate, _ = blocked_queue(app)
     with live_server(app) as url:
         statuses: list[int] = []
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +20,11 @@ from PIL import Image
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
 
-from test_serve import SIZE, live_server, save_tiny_model  # noqa: E402
+from test_serve import SIZE, live_server, save_tiny_model
 
-from spade.inference import Synthesizer  # noqa: E402
-from spade.palettes import COCO_STUFF  # noqa: E402
-from spade.serve import create_app  # noqa: E402
+from spade.inference import Synthesizer
+from spade.palettes import COCO_STUFF
+from spade.serve import create_app
 
 CHROMIUM = os.environ.get("SPADE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if not CHROMIUM:
@@ -172,6 +171,43 @@ def test_paint_fill_synthesize_and_the_server_gets_the_painted_map(page, demo):
     synthesizer = app.state.demo.synthesizer
     assert np.array_equal(image, np.array(synthesizer(filled, seed=[5])[0]))
     assert "seed 5" in page.inner_text("#result-info")
+
+
+def requests_done(page) -> int:
+    page.wait_for_function("!window.spadeDemo.state.busy && !window.spadeDemo.state.queued", timeout=20000)
+    return int(page.evaluate("document.getElementById('result').dataset.requests || '0'"))
+
+
+def test_live_mode_random_scenes_and_style_pictures(page, demo, tmp_path):
+    app = demo[0]
+    canvas = Canvas(page)
+    page.keyboard.press("l")  # live: the picture follows the painting
+    assert page.is_checked("#live")
+    first = requests_done(page)
+    choose(page, "sea", size=8)
+    canvas.stroke((5.5, 50.5), (60.5, 50.5))
+    page.wait_for_function(f"Number(document.getElementById('result').dataset.requests || 0) > {first}")
+    requests_done(page)
+    assert np.array_equal(app.state.demo.last_labels, canvas.labels())
+    page.keyboard.press("l")
+    # a random landscape layout (N), undoable
+    before = canvas.labels()
+    page.keyboard.press("n")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('random landscape layout')")
+    assert not np.array_equal(canvas.labels(), before)
+    page.keyboard.press("Control+z")
+    assert np.array_equal(canvas.labels(), before)
+    # a style picture of one's own
+    picture = tmp_path / "holiday.png"
+    Image.fromarray((np.random.default_rng(1).random((40, 50, 3)) * 255).astype(np.uint8)).save(picture)
+    count = requests_done(page)
+    page.set_input_files("#style-file", str(picture))
+    page.wait_for_function(f"Number(document.getElementById('result').dataset.requests || 0) > {count}")
+    requests_done(page)
+    assert page.inner_text("#result-info").startswith("style of holiday.png")
+    # a preset
+    page.locator('.style-choice[data-preset="winter"]').click()
+    page.wait_for_function("document.getElementById('result-info').textContent.includes('winter')", timeout=20000)
 
 
 def test_errors_are_reported_in_plain_words(page, tmp_path):

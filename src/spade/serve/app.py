@@ -31,6 +31,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -42,7 +44,15 @@ from starlette.concurrency import run_in_threadpool
 
 from ..inference import Synthesizer, ids_from_image
 from ..palettes import COCO_STUFF
-from .catalog import Preset, background_class, class_groups, encode_ids, landscape_presets, png_bytes, random_layout
+from .catalog import (
+    Preset,
+    background_class,
+    class_groups,
+    encode_ids,
+    landscape_presets,
+    png_bytes,
+    random_layout,
+)
 from .queue import Job, QueueFull, SynthesisQueue
 
 MiB = 1024 * 1024
@@ -183,7 +193,7 @@ class DemoState:
             "takes_style": self.synthesizer.takes_style,
             "style_image": self.has_encoder,
             "z_dim": g.z_dim,
-            "presets": [{"name": p.name, "description": p.description, "url": f"/api/presets/{p.name}"}
+            "presets": [{"name": p.name, "description": p.description, "url": f"/api/presets/{quote(p.name)}"}
                         for p in self.presets.values()],
             "random_layouts": self.palette is COCO_STUFF,
             "limits": {"max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels,
@@ -326,7 +336,7 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
 
     @app.post("/api/labels/decode", summary="A label-map file (ids or palette colours) → its ids (JSON)",
               responses=errors)
-    async def decode(label: UploadFile = File(..., description="PNG of class ids or of palette colours"),
+    async def decode(label: Annotated[UploadFile, File(description="PNG of class ids or of palette colours")],
                      resize: bool = Form(True, description="resize (nearest) to the model's size")) -> dict:
         data = await _read_upload(label, "label map", limits.max_upload_bytes)
         layout, (height, width) = await run_in_threadpool(state.read_labels_sized, data, resize)
@@ -339,8 +349,8 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
               responses={200: {"content": {"image/png": {}}, "description": "the image; X-Seed: the seed used"},
                          **errors, 503: {"description": "the queue is full: try again"}})
     async def synthesize(
-            label: UploadFile = File(..., description="PNG of class ids (grayscale / 16-bit) or palette colours"),
-            style: UploadFile | None = File(None, description="a reference picture whose style to take"),
+            label: Annotated[UploadFile, File(description="PNG of class ids (grayscale / 16-bit) or palette colours")],
+            style: Annotated[UploadFile | None, File(description="a reference picture whose style to take")] = None,
             preset: str | None = Form(None, description="the name of a style preset (see /api/model)"),
             seed: int | None = Form(None, ge=0, lt=2 ** 63, description="random style seed (default: a new one)"),
             resize: bool = Form(False, description="resize the label map (nearest) to the model's size"),

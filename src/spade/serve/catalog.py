@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -134,12 +135,18 @@ def landscape_presets(size: tuple[int, int]) -> list[Preset]:
     trying seeds in order (deterministic, a fraction of a second)."""
     from ..data.landscapes import generate_landscape, generate_layout, sample_appearance
 
+    def has_scene(seed: int, scene: str) -> bool:
+        return generate_layout(seed, (64, 64)).scene.get("kind") == scene
+
+    def has_look(seed: int, time_of_day: str | None, season: str | None) -> bool:
+        look = sample_appearance(seed)
+        return (time_of_day is None or look["time_of_day"] == time_of_day) and (season is None or look["season"] == season)
+
     height, width = size
     presets = []
     for name, time_of_day, season, scene in _LANDSCAPE_PRESETS:
-        layout_seed = _first(lambda s: generate_layout(s, (64, 64)).scene.get("kind") == scene, 200)
-        look = _first(lambda s: (time_of_day is None or sample_appearance(s)["time_of_day"] == time_of_day)
-                      and (season is None or sample_appearance(s)["season"] == season))
+        layout_seed = _first(partial(has_scene, scene=scene), 200)
+        look = _first(partial(has_look, time_of_day=time_of_day, season=season))
         sample = generate_landscape(layout_seed, (width, height), appearance_seed=look)
         appearance = sample.appearance
         presets.append(Preset(name, Image.fromarray(sample.image),
