@@ -160,3 +160,18 @@ def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
             pytorch = g(semantics)
             monkeypatch.undo()
         assert float((compiled - pytorch).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["noise", "blocks"])  # gathered patches / distinct patterns
+@pytest.mark.parametrize("norm", ["spectralspadesyncbatch3x3", "spadeinstance3x3"])
+def test_inference_row_tables_written_in_place_equal_the_differentiable_ones(kind, norm):
+    """Without autograd the row tables are written into one buffer: the same numbers, bit for bit."""
+    labels, instances = _label_maps(kind, 7, 64)
+    semantics = build_semantics(labels, 7, True, instances, True)
+    g = _generator(semantics.shape[1], norm).eval()
+    g.fast_spade = True
+    with torch.no_grad():
+        in_place = g(semantics)
+    with torch.enable_grad():
+        from_parts = g(semantics).detach()
+    assert torch.equal(in_place, from_parts)

@@ -238,26 +238,39 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int) -> to
             scale = scale / torch.sqrt(norm.running_var + norm.eps)
         return torch.cat([scale, beta], dim=1)
 
+    def rows_(gamma_beta: torch.Tensor) -> None:
+        """``rows`` in place, for inference: the row tables are written once, without copies."""
+        scale = gamma_beta[:, :channels]
+        scale.add_(1)
+        if fold:
+            scale.div_(torch.sqrt(norm.running_var + norm.eps))
+
     # Interiors: a per-class row. In a one-class window without edges the activation is the
     # same at all 9 taps, relu(Σ_o table[o, 2c] + b), so γ|β = (Σ_o W_o) · actv_c + b.
     by_key = table.view(9, 2 * num_classes + 1, hidden)
     class_actv = F.relu(by_key[:, 0:2 * num_classes:2].sum(0) + shared.bias)
-    parts = [rows(torch.addmm(bias, class_actv, weight_sum))]
+    # Inference writes the row table in place; autograd (training) and autocast (whose products
+    # change dtype) take the branch that builds it from parts.
+    if not torch.is_grad_enabled() and not _autocast_on(x.device.type):
+        all_rows = _rows_in_place(level, table, shared.bias, class_actv, weight_sum, flat_weight, offset_weight,
+                                  bias, n, h, w, hidden, channels, rows_)
+    else:
+        parts = [rows(torch.addmm(bias, class_actv, weight_sum))]
 
-    # Boundaries: mlp_shared as an embedding sum over the 9 neighbours (+ bias, ReLU) where needed,
-    # then the exact 3×3 γ|β conv, by distinct patterns or on gathered patches (zero padding of
-    # the activations).
-    if level.pattern_rep is not None:
-        actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared.bias)
-        products = (actv @ offset_weight).view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
-        products = torch.cat([products, products.new_zeros(1, 2 * channels)])
-        parts.append(rows(F.embedding_bag(level.pattern_bag, products, mode="sum") + bias))
-    elif level.boundary_index.numel():
-        actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared.bias)
-        padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
-        patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)  # B × (offset, hidden)
-        parts.append(rows(torch.addmm(bias, patches, flat_weight)))
-    all_rows = torch.cat([part.to(parts[0].dtype) for part in parts])  # (K + B) × 2C
+        # Boundaries: mlp_shared as an embedding sum over the 9 neighbours (+ bias, ReLU) where
+        # needed, then the exact 3×3 γ|β conv, by distinct patterns or on gathered patches (zero
+        # padding of the activations).
+        if level.pattern_rep is not None:
+            actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared.bias)
+            products = (actv @ offset_weight).view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
+            products = torch.cat([products, products.new_zeros(1, 2 * channels)])
+            parts.append(rows(F.embedding_bag(level.pattern_bag, products, mode="sum") + bias))
+        elif level.boundary_index.numel():
+            actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared.bias)
+            padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
+            patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)  # B × (offset, hidden)
+            parts.append(rows(torch.addmm(bias, patches, flat_weight)))
+        all_rows = torch.cat([part.to(parts[0].dtype) for part in parts])  # (K + B) × 2C
 
     centred = None if fold else norm(x)
     if kernels.usable(x if fold else centred, all_rows):
@@ -269,3 +282,39 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int) -> to
     if fold:
         centred = x - norm.running_mean.view(1, -1, 1, 1)
     return torch.addcmul(shift, centred, scale)
+
+
+def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,
+                   n: int, h: int, w: int, hidden: int, channels: int, rows_) -> torch.Tensor:
+    """The (K + B) × 2C row table of :func:`spade_modulate` for inference, written into one
+    buffer (the same products as the differentiable branch, without its concatenations)."""
+    classes = class_actv.shape[0]
+    if level.pattern_rep is not None:
+        boundary = level.pattern_bag.shape[0]
+    else:
+        boundary = level.boundary_patch_index.numel() // 9 if level.boundary_index.numel() else 0
+    dtype = torch.result_type(class_actv, weight_sum)
+    all_rows = torch.empty(classes + boundary, 2 * channels, dtype=dtype, device=class_actv.device)
+    torch.addmm(bias, class_actv, weight_sum, out=all_rows[:classes])
+    if level.pattern_rep is not None:
+        actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared_bias)
+        patterns = actv.shape[0]
+        products = torch.empty(patterns * 9 + 1, 2 * channels, dtype=dtype, device=actv.device)
+        torch.mm(actv, offset_weight, out=products[:-1].view(patterns, 9 * 2 * channels))  # W_o · actv_u
+        products[-1].zero_()  # the empty slot of a pattern bag
+        all_rows[classes:] = F.embedding_bag(level.pattern_bag, products, mode="sum")
+        all_rows[classes:] += bias
+    elif boundary:
+        actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared_bias)
+        padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
+        patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)
+        torch.addmm(bias, patches, flat_weight, out=all_rows[classes:])
+    rows_(all_rows)
+    return all_rows
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: one flag for CUDA, another for the CPU
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
