@@ -15,7 +15,9 @@
    then cosine decay, one CPU thread by default, bf16 autocast and channels-last (about twice the
    fp32 speed on CPUs with AMX / AVX512-BF16; the weights stay float32). ``OUT/checkpoint.pt`` (model, optimizer, step,
    RNG, elapsed time) is written atomically every ``--save-every`` steps: rerunning the same
-   command resumes. ``OUT/log.jsonl`` holds losses and validation scores.
+   command resumes; rerunning it with a larger ``--steps`` extends the run (the cosine continues
+   on the longer horizon; ``OUT/commands.jsonl`` lists the invocations and the steps each trained).
+   ``OUT/log.jsonl`` holds losses and validation scores.
 4. At the end: scores on the whole validation set at full resolution (and on degraded copies),
    and with ``--export FOLDER`` the weights + ``config.json`` with the command, seeds, steps, wall
    and CPU time and scores (rerunning a finished run's command with ``--export`` only exports).
@@ -300,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=args.steps, initial=step, desc="train segmenter", unit="step")
     # Wall time, and the CPU time of this process (what the training costs on a shared machine).
     started, cpu_started = time.perf_counter() - elapsed, time.process_time() - cpu_elapsed
+    first_step = step
     batches = torch.utils.data.DataLoader(
         TrainingBatches(train_images, train_labels, lut, args), batch_size=None,
         sampler=range(step, args.steps), num_workers=args.loader_workers)
@@ -333,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "cpu_elapsed": time.process_time() - cpu_started})
     bar.close()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    # Every invocation, with the steps it trained: a run extended with a larger --steps (the cosine
+    # schedule then continues on the longer horizon) is reproduced by rerunning them in order.
+    with open(out / "commands.jsonl", "a") as history:
+        history.write(json.dumps({"command": command, "from_step": first_step, "to_step": step}) + "\n")
+    commands = [json.loads(line) for line in (out / "commands.jsonl").read_text().splitlines() if line.strip()]
 
     real = evaluate(segmenter, val_images, val_labels)
     degraded = evaluate(segmenter, val_images, val_labels, degraded=True)
@@ -342,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         training = {
             "command": command,
+            "commands": [c for c in commands if c["to_step"] > c["from_step"]],   # those that trained
             "data": {"generator": "spade.data.landscapes.write_dataset", "size": args.size,
                      "train": {"seed": args.train_seed, "count": args.train_count},
                      "validation": {"seed": args.val_seed, "count": args.val_count}},
