@@ -83,3 +83,19 @@ def synthesize_fixture_pngs(synthesizer, fx: dict, folder: Path, index: int,
     semantics = synthesizer.semantics(label, instance).to(dtype)
     with torch.no_grad():
         return synthesizer.networks.generator(semantics, None if z is None else z.to(synthesizer.device, dtype)).cpu()
+
+
+def float64_user_path_error(name: str, device: str) -> float:
+    """Max |Δ| between the official network's exact output and the user path (fast SPADE,
+    spectral norm folded, channels-last) run on ``device`` with the networks in float64 before
+    folding."""
+    from spade.checkpoint import load_official
+    from spade.inference import Synthesizer
+
+    fx = official_fixture(name)
+    folder = OFFICIAL / f"{name}_checkpoint"
+    networks = load_official(folder).networks
+    networks.generator.double()
+    synthesizer = Synthesizer(networks, device=device, fold=True)
+    outputs = [synthesize_fixture_pngs(synthesizer, fx, folder, b, torch.float64) for b in range(fx["label"].shape[0])]
+    return float((torch.cat(outputs) - exact_official_output(name)).abs().max())

@@ -11,12 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spade.checkpoint import load_official
 from spade.inference import Synthesizer
 from spade.semantics import build_semantics
 from spade.training.loop import train
 
-from conftest import OFFICIAL, exact_official_output, official_fixture, synthesize_fixture_pngs
+from conftest import OFFICIAL, float64_user_path_error
 from test_fast_spade import _generator, _label_maps, _run
 from test_training import tiny_run, weights
 
@@ -54,13 +53,7 @@ def test_official_checkpoints_on_cuda_compute_the_official_function(name):
     networks in float64: the official function to rounding level. In float32 the image moves by
     ~1e-4 with any change of arithmetic order on these fixtures (see ``exact_official_output``),
     so float32 is checked on the small networks above instead."""
-    fx = official_fixture(name)
-    folder = OFFICIAL / f"{name}_checkpoint"
-    networks = load_official(folder).networks
-    networks.generator.double()
-    synthesizer = Synthesizer(networks, device="cuda", fold=True)
-    outputs = [synthesize_fixture_pngs(synthesizer, fx, folder, b, torch.float64) for b in range(fx["label"].shape[0])]
-    diff = float((torch.cat(outputs) - exact_official_output(name)).abs().max())
+    diff = float64_user_path_error(name, "cuda")
     assert diff <= 1e-9, diff
 
 

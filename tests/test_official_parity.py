@@ -9,8 +9,8 @@ from spade.checkpoint import load_official
 from spade.inference import Synthesizer
 from spade.semantics import build_semantics
 
-from conftest import (FIXTURE_NAMES, OFFICIAL, assert_close_to_reference, exact_official_output, official_fixture,
-                      synthesize_fixture_pngs)
+from conftest import (FIXTURE_NAMES, OFFICIAL, assert_close_to_reference, exact_official_output,
+                      float64_user_path_error, official_fixture, synthesize_fixture_pngs)
 
 
 def _loaded(name: str):
@@ -135,11 +135,5 @@ def test_png_inputs_through_the_user_path(name):
 def test_user_path_in_float64_is_the_official_function(name):
     """The same path with the networks in float64 before folding: the official function to
     rounding level, so the float32 differences above are rounding, not a different computation."""
-    fx = official_fixture(name)
-    folder = OFFICIAL / f"{name}_checkpoint"
-    networks = load_official(folder).networks
-    networks.generator.double()
-    synthesizer = Synthesizer(networks, device="cpu", fold=True)
-    outputs = [synthesize_fixture_pngs(synthesizer, fx, folder, b, torch.float64) for b in range(fx["label"].shape[0])]
-    diff = float((torch.cat(outputs) - exact_official_output(name)).abs().max())
+    diff = float64_user_path_error(name, "cpu")
     assert diff <= 1e-9, diff
