@@ -1,6 +1,6 @@
 """Reference SPADE path vs the fast exact path: generator inference and one training iteration.
 
-Usage: python benchmarks/generator_speed.py [--repeats N] [--threads T]
+Usage: python benchmarks/generator_speed.py [--repeats N] [--threads T] [--profile K]
 
 In one run on this machine (batch 1, fp32, random weights at the official widths, ngf 64), for
 Cityscapes (35 labels + instance edges, 512×256, 'more'; a drawn street scene), COCO-Stuff
@@ -9,7 +9,8 @@ ADE20K (150 + don't-care, 256×256; a label map with realistic region sizes), it
 of each path (the fast one prepared at load time as ``Synthesizer`` does: spectral norm folded,
 conv weights channels-last), their
 ratio and the largest difference of their images; then one training iteration (G step + D step,
-hinge + feature matching, TTUR Adam) at 256×256 with each path.
+hinge + feature matching, TTUR Adam) at 256×256 with each path. ``--profile K`` also prints,
+per config, the K operators where the fast path spends most of its time (self CPU time).
 """
 
 from __future__ import annotations
@@ -101,6 +102,22 @@ def time_generator(generator, semantics, z, repeats: int) -> dict:
     return {fast: (min(times[fast]), outs[fast]) for fast in nets}
 
 
+def profile_fast(generator, semantics, z, rows: int) -> None:
+    """Where the fast path's time goes: the top operators by self CPU time in one forward."""
+    folded = prepare_for_inference(copy.deepcopy(generator))
+    folded.fast_spade = True
+    with torch.no_grad():
+        folded(semantics, z)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            folded(semantics, z)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"  fast path profile ({total / 1e3:.0f} ms of operator time):")
+    for e in events[:rows]:
+        print(f"    {e.key:<44} {e.self_cpu_time_total / 1e3:>8.1f} ms {100 * e.self_cpu_time_total / total:>5.1f}%"
+              f"  x{e.count}")
+
+
 def training_step(fast: bool):
     """One training iteration's closure (G step + D step) with the reference or the fast path."""
     torch.manual_seed(0)
@@ -145,6 +162,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-training", action="store_true")
+    parser.add_argument("--profile", type=int, default=0, metavar="K",
+                        help="print the K most expensive operators of the fast path per config")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -169,6 +188,8 @@ def main() -> None:
         r = time_generator(generator, semantics, z, args.repeats)
         diff = float((r[True][1] - r[False][1]).abs().max())
         print(f"{name:<42} {r[False][0]:>11.3f} {r[True][0]:>8.3f} {r[False][0] / r[True][0]:>6.2f} {diff:>14.2e}")
+        if args.profile:
+            profile_fast(generator, semantics, z, args.profile)
     if not args.no_training:
         timed = time_training(args.repeats)
         reference, fast = timed[False], timed[True]

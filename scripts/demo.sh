@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the main job: synthesize images from label maps with a checkpoint.
-# Until a trained model ships with the package, it uses the official-layout checkpoint recorded
-# from the official implementation in ../shared/fixtures (random weights: the pictures show that
-# the pipeline runs end to end and matches the official networks, not a trained model).
-#   SPADE_DEMO_CHECKPOINT  checkpoint folder (opt.txt + latest_net_G.pth)
+# Set up (idempotent) and run the main job: synthesize pictures from label maps with the model
+# bundled in the package (SPADE + image encoder trained on the procedural landscapes).
+# It draws a few landscape label maps (held out from training: another seed), synthesizes three
+# samples of each (three random styles, paper Fig. 9) and one set in the style of a reference
+# picture (Fig. 1), and writes HTML galleries.
 #   SPADE_DEMO_OUT         output folder (default: outputs/demo)
+#   SPADE_DEMO_CHECKPOINT  another checkpoint folder (ours, a run folder or an official one)
+#   SPADE_GPU_IDS          -1 (CPU, default) or a GPU id
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-checkpoint=${SPADE_DEMO_CHECKPOINT:-../shared/fixtures/official_spade/cityscapes_like_checkpoint}
 out=${SPADE_DEMO_OUT:-outputs/demo}
-if [ ! -d "$checkpoint" ]; then
-  echo "no checkpoint folder at $checkpoint: set SPADE_DEMO_CHECKPOINT to an official SPADE checkpoint folder" >&2
-  exit 1
-fi
-.venv/bin/spade synthesize "$checkpoint"/input_label_*.png \
-  --instances "$checkpoint"/input_instance_*.png \
-  --checkpoint "$checkpoint" --out "$out" --gpu_ids "${SPADE_GPU_IDS:--1}"
-echo "open $out/index.html"
+checkpoint=()
+[ -n "${SPADE_DEMO_CHECKPOINT:-}" ] && checkpoint=(--checkpoint "$SPADE_DEMO_CHECKPOINT")
+gpu=${SPADE_GPU_IDS:--1}
+.venv/bin/spade landscapes --out "$out/scenes" --count 6 --size 256 --seed 2026
+.venv/bin/spade synthesize "$out/scenes/train_label" "${checkpoint[@]}" --samples 3 --seed 0 \
+  --out "$out/samples" --gpu_ids "$gpu"
+.venv/bin/spade synthesize "$out/scenes/train_label" "${checkpoint[@]}" \
+  --style "$out/scenes/train_img/$(ls "$out/scenes/train_img" | head -n 1)" --seed 0 \
+  --out "$out/styled" --gpu_ids "$gpu"
+echo "open $out/samples/index.html (three styles of each scene) and $out/styled/index.html (one reference style)"

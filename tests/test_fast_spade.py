@@ -153,13 +153,32 @@ def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
             g.eval()
             calls = []
             real_modulate = kernels.modulate
-            monkeypatch.setattr(kernels, "modulate", lambda *a: calls.append(1) or real_modulate(*a))
+            monkeypatch.setattr(kernels, "modulate", lambda *a: calls.append(a[-1]) or real_modulate(*a))
             compiled = g(semantics)
             assert calls, "the kernel was not used"
+            assert 0.2 in calls and None in calls, "the leaky ReLU was not fused where it follows, or fused elsewhere"
             monkeypatch.setattr(kernels, "usable", lambda *a: False)
             pytorch = g(semantics)
             monkeypatch.undo()
         assert float((compiled - pytorch).abs().max()) <= 1e-5
+
+
+def test_compiled_kernel_fuses_the_leaky_relu_exactly():
+    """The kernel's modulation + leaky ReLU equals PyTorch's ops on the same rows, bit for bit."""
+    from spade.nn import kernels
+
+    if kernels.load() is None:
+        pytest.skip("the compiled SPADE kernel is not built (python -m spade.nn.kernels)")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 9, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    rows = torch.randn(5, 32, generator=g)
+    pixel_row = torch.randint(0, 5, (2 * 9 * 7,), generator=g)
+    mean = torch.randn(16, generator=g)
+    per_pixel = rows[pixel_row].view(2, 9, 7, 32).permute(0, 3, 1, 2)
+    expected = (x - mean.view(1, -1, 1, 1)) * per_pixel[:, :16] + per_pixel[:, 16:]
+    assert torch.equal(kernels.modulate(x, rows, pixel_row, mean), expected)
+    assert torch.equal(kernels.modulate(x, rows, pixel_row, mean, 0.2), F.leaky_relu(expected, 0.2))
+    assert (expected < 0).any() and (expected > 0).any()
 
 
 @pytest.mark.parametrize("kind", ["noise", "blocks"])  # gathered patches / distinct patterns

@@ -209,13 +209,15 @@ def _label_network(spade, num_classes: int, has_edges: bool) -> tuple[torch.Tens
     return prepared
 
 
-def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int) -> torch.Tensor:
+def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
+                   negative_slope: float | None = None) -> torch.Tensor:
     """The output of a :class:`~spade.nn.spade.SPADE` layer, ``norm(x)·(1 + γ) + β`` (Eq. 1),
     with γ and β computed as its convs compute them, from the label map at x's resolution.
 
     Per pixel it needs one row ``[s | t]`` and computes ``x̂·s + t``: s = 1 + γ, t = β; for
     eval-mode BatchNorm, 1/σ is folded into s on the per-class table and the boundary rows,
-    before they are spread over the pixels, and x̂ = x − μ.
+    before they are spread over the pixels, and x̂ = x − μ. With ``negative_slope``, the leaky
+    ReLU that follows the layer is applied too (in the compiled kernel's pass when it runs).
     """
     shared = spade.mlp_shared[0]
     if shared.kernel_size != (3, 3) or spade.mlp_gamma.kernel_size != (3, 3):
@@ -276,12 +278,13 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int) -> to
     if kernels.usable(x if fold else centred, all_rows):
         # One pass per pixel: look the row up and modulate, without spreading the rows first.
         return kernels.modulate(x if fold else centred, all_rows, level.pixel_row,
-                                norm.running_mean if fold else None)
+                                norm.running_mean if fold else None, negative_slope)
     per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
     scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
     if fold:
         centred = x - norm.running_mean.view(1, -1, 1, 1)
-    return torch.addcmul(shift, centred, scale)
+    out = torch.addcmul(shift, centred, scale)
+    return out if negative_slope is None else F.leaky_relu(out, negative_slope)
 
 
 def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,

@@ -1,7 +1,7 @@
 """A compiled CPU kernel for the fast SPADE path, with the pure-PyTorch path as the fallback.
 
 ``modulate`` looks up each pixel's ``[s | t]`` row and computes ``(x − μ)·s + t`` in one pass
-(``csrc/modulate.cpp``). It is built with ``torch.utils.cpp_extension`` by the set-up
+(``csrc/modulate.cpp``), with the leaky ReLU that follows in a residual block when asked. It is built with ``torch.utils.cpp_extension`` by the set-up
 (``python -m spade.nn.kernels``) into ``$SPADE_KERNELS_DIR`` (default: ``build/kernels`` beside
 the package's source tree, else the user cache). It is used for inference only (no gradients),
 on float32 channels-last CPU tensors; everywhere else, and whenever it is not built, the
@@ -67,8 +67,11 @@ def usable(x: torch.Tensor, rows: torch.Tensor) -> bool:
     return load() is not None
 
 
-def modulate(x: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
-    return load().modulate(x, rows.contiguous(), pixel_row, mean)
+def modulate(x: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor, mean: torch.Tensor | None,
+             negative_slope: float | None = None) -> torch.Tensor:
+    """``(x − mean)·s + t`` per pixel from its row ``[s | t]``, then a leaky ReLU when a slope
+    is given."""
+    return load().modulate(x, rows.contiguous(), pixel_row, mean, negative_slope)
 
 
 if __name__ == "__main__":

@@ -38,18 +38,21 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
         self.mlp_beta = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelMaps) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelMaps,
+                negative_slope: float | None = None) -> torch.Tensor:
         """``segmap``: the one-hot semantic map (reference path), or its :class:`LabelMaps`
-        (the exact fast path of :mod:`spade.nn.fast_spade`)."""
+        (the exact fast path of :mod:`spade.nn.fast_spade`). ``negative_slope``: apply the
+        leaky ReLU that follows the layer in a residual block, so the fast path can fuse it."""
         if isinstance(segmap, LabelMaps):
-            return spade_modulate(self, x, segmap.at(x.shape[2:]), segmap.num_classes)
+            return spade_modulate(self, x, segmap.at(x.shape[2:]), segmap.num_classes, negative_slope)
         normalized = self.param_free_norm(x)
         # Nearest resizing of the one-hot map to this layer's resolution (official: 'nearest').
         segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(segmap)
         gamma = self.mlp_gamma(actv)
         beta = self.mlp_beta(actv)
-        return normalized * (1 + gamma) + beta  # Eq. 1
+        out = normalized * (1 + gamma) + beta  # Eq. 1
+        return out if negative_slope is None else F.leaky_relu(out, negative_slope)
 
 
 class SPADEResnetBlock(nn.Module):
@@ -84,6 +87,6 @@ class SPADEResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps) -> torch.Tensor:
         # The shortcut has no activation after norm_s (official code).
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        dx = self.conv_0(self.norm_0(x, seg, negative_slope=0.2))
+        dx = self.conv_1(self.norm_1(dx, seg, negative_slope=0.2))
         return x_s + dx

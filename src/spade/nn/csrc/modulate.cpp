@@ -3,11 +3,13 @@
 // x and out channels-last (pixel-major), rows (R x 2C) the per-class and boundary [s | t] rows,
 // r(p) = pixel_row[p]. One read of x, one write of out, the rows from cache: PyTorch would first
 // spread the rows over the pixels (N·H·W x 2C written and read again) and then modulate.
+// With negative_slope, the leaky ReLU that follows the layer in a residual block (Fig. 4) is
+// applied in the same pass, as PyTorch's leaky_relu computes it (v > 0 ? v : v * slope).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_row,
-                       c10::optional<torch::Tensor> mean) {
+                       c10::optional<torch::Tensor> mean, c10::optional<double> negative_slope) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && !x.is_cuda(), "x: CPU float32 NCHW");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
   TORCH_CHECK(rows.is_contiguous() && rows.scalar_type() == torch::kFloat, "rows: contiguous float32");
@@ -26,6 +28,8 @@ torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_
     mu = mean_c.data_ptr<float>();
   }
   float* os = out.data_ptr<float>();
+  const bool activate = negative_slope.has_value();
+  const float slope = activate ? static_cast<float>(*negative_slope) : 0.f;
   at::parallel_for(0, pixels, 64, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const float* xr = xs + p * channels;
@@ -36,6 +40,9 @@ torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_
         for (int64_t c = 0; c < channels; ++c) o[c] = (xr[c] - mu[c]) * scale[c] + shift[c];
       } else {
         for (int64_t c = 0; c < channels; ++c) o[c] = xr[c] * scale[c] + shift[c];
+      }
+      if (activate) {
+        for (int64_t c = 0; c < channels; ++c) o[c] = o[c] > 0.f ? o[c] : o[c] * slope;
       }
     }
   });
