@@ -166,6 +166,12 @@ def test_inference_export_in_float16_is_the_rounded_model(tmp_path):
     synthesizer = Synthesizer.from_checkpoint(tmp_path / "inf", device="cpu")
     label = next((COCO_SAMPLES / "val_label").glob("*.png"))
     assert synthesizer.synthesize(label, resize=True).dtype == torch.float32
+    # --no_ema: the trained generator instead (after two steps it differs from its average)
+    assert main(["export", str(tmp_path / "run"), "--inference", str(tmp_path / "raw"), "--no_ema"]) == 0
+    raw = load_file(str(tmp_path / "raw" / "generator.safetensors"))
+    trained = load_checkpoint(result.checkpoint).networks.generator.state_dict()
+    assert all(torch.equal(raw[k], trained[k]) for k in raw)
+    assert any(not torch.equal(raw[k].half(), stored[k]) for k in raw if raw[k].is_floating_point())
 
 
 def test_learning_rate_schedule_follows_the_official_code():

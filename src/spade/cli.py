@@ -233,10 +233,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         checkpoint = load_any_checkpoint(args.checkpoint)
         dtype = torch.float16 if args.half else torch.float32
-        folder = save_inference_checkpoint(args.inference, checkpoint, use_ema=True, dtype=dtype,
+        folder = save_inference_checkpoint(args.inference, checkpoint, use_ema=not args.no_ema, dtype=dtype,
                                            extra={"exported_from": str(checkpoint.folder),
-                                                  "step": checkpoint.meta.get("step")})
-        print(f"wrote {folder} (the EMA generator where there is one, and the encoder; {dtype})")
+                                                  "step": checkpoint.meta.get("step"),
+                                                  "generator": "trained" if args.no_ema else "ema"})
+        which = "the trained generator (not its EMA)" if args.no_ema else "the EMA generator where there is one"
+        print(f"wrote {folder} ({which}, and the encoder; {dtype})")
     if args.official:
         checkpoint = load_any_checkpoint(args.checkpoint)
         networks = checkpoint.networks
@@ -510,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--inference", help="output folder: our checkpoint with only what inference needs "
                         "(the EMA generator where there is one, the encoder)")
     export.add_argument("--half", action="store_true", help="with --inference: store the weights in float16")
+    export.add_argument("--no_ema", action="store_true",
+                        help="with --inference: the trained generator instead of its EMA average")
     export.add_argument("--which_epoch", default="latest")
     export.add_argument("--ema", action="store_true", help="export the EMA generator as G")
     export.set_defaults(run=cmd_export)
