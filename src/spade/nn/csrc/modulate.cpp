@@ -8,6 +8,44 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+
+// The pixel loop is compiled for AVX2 and for the baseline, chosen at run time where the
+// compiler and loader support it (GCC/Clang on x86-64 Linux), so a build runs on any x86-64 CPU.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || defined(__GNUC__))
+#define SPADE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SPADE_CLONES
+#endif
+
+// One pixel's channels. The activation is written branch-free so that the loop vectorizes (a
+// branch on the sign mispredicts half the time): for v > 0, v + slope·0 = v; otherwise
+// 0 + slope·v = slope·v; both exact, so it equals leaky_relu bit for bit (signed zeros too).
+SPADE_CLONES
+static void modulate_pixel(const float* __restrict__ x, const float* __restrict__ scale,
+                           const float* __restrict__ shift, const float* __restrict__ mu,
+                           float* __restrict__ out, int64_t channels, bool activate, float slope) {
+  if (mu) {
+    if (activate) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const float v = (x[c] - mu[c]) * scale[c] + shift[c];
+        out[c] = std::max(v, 0.f) + slope * std::min(v, 0.f);
+      }
+    } else {
+      for (int64_t c = 0; c < channels; ++c) out[c] = (x[c] - mu[c]) * scale[c] + shift[c];
+    }
+  } else {
+    if (activate) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const float v = x[c] * scale[c] + shift[c];
+        out[c] = std::max(v, 0.f) + slope * std::min(v, 0.f);
+      }
+    } else {
+      for (int64_t c = 0; c < channels; ++c) out[c] = x[c] * scale[c] + shift[c];
+    }
+  }
+}
+
 torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_row,
                        c10::optional<torch::Tensor> mean, c10::optional<double> negative_slope) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && !x.is_cuda(), "x: CPU float32 NCHW");
@@ -32,18 +70,9 @@ torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_
   const float slope = activate ? static_cast<float>(*negative_slope) : 0.f;
   at::parallel_for(0, pixels, 64, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      const float* xr = xs + p * channels;
       const float* scale = table + index[p] * 2 * channels;
-      const float* shift = scale + channels;
-      float* o = os + p * channels;
-      if (mu) {
-        for (int64_t c = 0; c < channels; ++c) o[c] = (xr[c] - mu[c]) * scale[c] + shift[c];
-      } else {
-        for (int64_t c = 0; c < channels; ++c) o[c] = xr[c] * scale[c] + shift[c];
-      }
-      if (activate) {
-        for (int64_t c = 0; c < channels; ++c) o[c] = o[c] > 0.f ? o[c] : o[c] * slope;
-      }
+      modulate_pixel(xs + p * channels, scale, scale + channels, mu, os + p * channels, channels,
+                     activate, slope);
     }
   });
   return out;
