@@ -91,6 +91,52 @@ def test_resizing_the_ids_equals_resizing_the_one_hot_map():
         assert torch.equal(maps.at(size).ids, expected)
 
 
+def _ids_by_definition(semantics):
+    """What label_maps_from_semantics must return, test by test: (ids, edges or None, classes)."""
+    if not bool(((semantics == 0) | (semantics == 1)).all()):
+        return None
+    if bool((semantics.sum(1) == 1).all()):
+        return semantics.argmax(1, keepdim=True), None, semantics.shape[1]
+    classes = semantics[:, :-1]
+    if semantics.shape[1] > 1 and bool((classes.sum(1) == 1).all()):
+        return classes.argmax(1, keepdim=True), semantics[:, -1:], semantics.shape[1] - 1
+    return None
+
+
+def test_one_hot_recognition_follows_its_definition():
+    """Two passes (max, nonzero count) decide as the element-wise tests do, on every kind of map."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 5, (2, 1, 9, 11), generator=g)
+    one_hot = torch.zeros(2, 5, 9, 11).scatter_(1, ids, 1.0)
+    edges = (torch.rand(2, 1, 9, 11, generator=g) > 0.7).float()
+    cases = {
+        "one-hot": one_hot,
+        "one-hot, last class used (don't-care)": torch.zeros(2, 5, 9, 11).scatter_(1, ids.clamp(3, 4), 1.0),
+        "one-hot + edges": torch.cat([one_hot, edges], 1),
+        "one-hot + an edge channel that never fires": torch.cat([one_hot, torch.zeros_like(edges)], 1),
+        "soft": one_hot * 0.5 + 0.1,
+        "two classes at a pixel + edges": torch.cat([one_hot.clone().index_put_((torch.tensor([0]), torch.tensor([0]),
+                                                   torch.tensor([0]), torch.tensor([0])), torch.tensor(1.0)), edges], 1),
+        "a -1 beside a 1, a pixel of zeros elsewhere": one_hot.clone().index_put_(
+            (torch.tensor([0, 1]), torch.tensor([(int(ids[0, 0, 0, 0]) + 1) % 5, int(ids[1, 0, 3, 3])]),
+             torch.tensor([0, 3]), torch.tensor([0, 3])), torch.tensor([-1.0, 0.0])),
+        "NaN": one_hot.clone().index_put_((torch.tensor([0]),) * 4, torch.tensor(float("nan"))),
+        "edges not 0/1": torch.cat([one_hot, edges * 0.5], 1),
+        "one channel": torch.ones(2, 1, 9, 11),
+        "one channel of zeros": torch.zeros(2, 1, 9, 11),
+    }
+    for name, semantics in cases.items():
+        expected, got = _ids_by_definition(semantics), label_maps_from_semantics(semantics)
+        if expected is None:
+            assert got is None, name
+            continue
+        assert got is not None, name
+        assert torch.equal(got.ids, expected[0]) and got.num_classes == expected[2], name
+        assert (got.edges is None) == (expected[1] is None), name
+        if got.edges is not None:
+            assert torch.equal(got.edges, expected[1]), name
+
+
 def test_soft_labels_fall_back_to_the_reference_path():
     semantics = torch.full((1, 4, 16, 16), 0.25)
     assert label_maps_from_semantics(semantics) is None

@@ -68,20 +68,33 @@ def label_maps_from_semantics(semantics: torch.Tensor) -> LabelMaps | None:
 
     Returns None when the map is not exactly that (soft labels, several classes at a pixel):
     the fast path is exact only for one-hot input.
+
+    Two passes over the class channels instead of one per test: a map is one-hot exactly when
+    every pixel's largest value is 1 and the map holds one nonzero per pixel (then that nonzero
+    is the 1 and all else is 0; a NaN fails the first test). The max's index is the class id.
     """
     if semantics.dim() != 4 or semantics.shape[1] < 1:
         return None
     with torch.no_grad():
-        binary = bool(((semantics == 0) | (semantics == 1)).all())
-        if not binary:
+        n, c, h, w = semantics.shape
+        pixels = n * h * w
+        if c == 1:
+            return LabelMaps(semantics.new_zeros(n, 1, h, w, dtype=torch.long), None, 1) \
+                if bool((semantics == 1).all()) else None
+        classes, last = semantics[:, :-1], semantics[:, -1:]
+        peak, ids = classes.max(1, keepdim=True)
+        if not bool(((last == 0) | (last == 1)).all()):
             return None
-        if bool((semantics.sum(1) == 1).all()):
-            # All channels one-hot. (An edge channel that is all zero is then just a class
-            # channel that never fires: the same arithmetic.)
-            return LabelMaps(semantics.argmax(1, keepdim=True), None, semantics.shape[1])
-        classes = semantics[:, :-1]
-        if semantics.shape[1] > 1 and bool((classes.sum(1) == 1).all()):
-            return LabelMaps(classes.argmax(1, keepdim=True), semantics[:, -1:].float(), semantics.shape[1] - 1)
+        class_nonzeros = int(torch.count_nonzero(classes))
+        if class_nonzeros == pixels and bool((peak == 1).all()):
+            if not bool(last.any()):
+                # An edge channel that never fires is a class channel that never fires: the same
+                # arithmetic, without the edge lookups.
+                return LabelMaps(ids, None, c)
+            return LabelMaps(ids, last.float(), c - 1)
+        # All channels one-hot, the last one a class: the pixels without a class in the others.
+        if class_nonzeros + int(torch.count_nonzero(last)) == pixels and bool((torch.maximum(peak, last) == 1).all()):
+            return LabelMaps(torch.where(last == 1, c - 1, ids), None, c)
     return None
 
 
