@@ -303,3 +303,29 @@ def test_missing_bundled_model_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="the bundled model is not installed"):
         Synthesizer.from_checkpoint()
     assert not (tmp_path / "out").exists()
+
+
+def test_the_bundled_model_paints_what_the_segmenter_recognizes(monkeypatch):
+    """The shipped model itself: within the 40 MB budget, and on fresh layouts (a seed no data
+    set used) its pictures are segmented back into their layouts far above what guessing the
+    most common class gets."""
+    from spade.data.landscapes import generate_landscape
+    from spade.evaluation.segmentation import segmentation_scores
+    from spade.evaluation.segmenters import get_segmenter
+
+    monkeypatch.delenv(bundled.ENV_VAR, raising=False)
+    folder = bundled.bundled_model_path()
+    if not (folder / "generator.safetensors").is_file():
+        pytest.skip(f"no bundled model in {folder}")
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 40 * 2**20
+    synthesizer = Synthesizer.from_checkpoint(device="cpu")
+    samples = [generate_landscape((5150, i), (256, 256)) for i in range(4)]
+    labels = torch.stack([torch.from_numpy(s.label.astype(np.int64)) for s in samples])
+    images = [synthesizer(s.label.astype(np.int64), seed=i)[0] for i, s in enumerate(samples)]
+    as_batch = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in images]).float() / 255
+    scores = segmentation_scores(get_segmenter("landscapes", device="cpu").predict(as_batch), labels, 182)
+    # Every pixel called the most common class of these maps: the baseline to beat.
+    majority = labels.flatten().bincount().argmax()
+    baseline = segmentation_scores(torch.full_like(labels, int(majority)), labels, 182)
+    # Measured: mIoU 0.215 against 0.014, pixel accuracy 0.31 against 0.21.
+    assert scores.miou > 5 * baseline.miou and scores.pixel_accuracy > baseline.pixel_accuracy + 0.05
