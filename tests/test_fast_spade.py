@@ -199,9 +199,12 @@ def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
             g.eval()
             calls = []
             real_modulate = kernels.modulate
-            monkeypatch.setattr(kernels, "modulate", lambda *a: calls.append(a[-1]) or real_modulate(*a))
+            split = []  # whether the boundary rows came as a second table (the pattern factoring)
+            monkeypatch.setattr(kernels, "modulate",
+                                lambda *a: calls.append(a[4]) or split.append(a[5] is not None) or real_modulate(*a))
             compiled = g(semantics)
             assert calls, "the kernel was not used"
+            assert any(split), "the boundary rows were never passed as a second table"
             assert 0.2 in calls and None in calls, "the leaky ReLU was not fused where it follows, or fused elsewhere"
             monkeypatch.setattr(kernels, "usable", lambda *a: False)
             pytorch = g(semantics)

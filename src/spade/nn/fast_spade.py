@@ -266,9 +266,10 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
     class_actv = F.relu(by_key[:, 0:2 * num_classes:2].sum(0) + shared.bias)
     # Inference writes the row table in place; autograd (training) and autocast (whose products
     # change dtype) take the branch that builds it from parts.
+    extra_rows = None  # boundary rows kept apart from the class rows (the compiled kernel reads both)
     if not torch.is_grad_enabled() and not _autocast_on(x.device.type):
-        all_rows = _rows_in_place(level, table, shared.bias, class_actv, weight_sum, flat_weight, offset_weight,
-                                  bias, n, h, w, hidden, channels, rows_)
+        all_rows, extra_rows = _rows_in_place(level, table, shared.bias, class_actv, weight_sum, flat_weight,
+                                              offset_weight, bias, n, h, w, hidden, channels, rows_)
     else:
         parts = [rows(torch.addmm(bias, class_actv, weight_sum))]
 
@@ -291,7 +292,9 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
     if kernels.usable(x if fold else centred, all_rows):
         # One pass per pixel: look the row up and modulate, without spreading the rows first.
         return kernels.modulate(x if fold else centred, all_rows, level.pixel_row,
-                                norm.running_mean if fold else None, negative_slope)
+                                norm.running_mean if fold else None, negative_slope, extra_rows)
+    if extra_rows is not None:
+        all_rows = torch.cat([all_rows, extra_rows])
     per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
     scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
     if fold:
@@ -303,30 +306,36 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
 def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,
                    n: int, h: int, w: int, hidden: int, channels: int, rows_) -> torch.Tensor:
     """The (K + B) × 2C row table of :func:`spade_modulate` for inference, written into one
-    buffer (the same products as the differentiable branch, without its concatenations)."""
+    buffer (the same products as the differentiable branch, without its concatenations), and
+    None; or, with the pattern factoring, the K class rows and the B boundary rows as the
+    embedding sum returns them (copying them behind the class rows cost more than the sum)."""
     classes = class_actv.shape[0]
     if level.pattern_rep is not None:
         boundary = level.pattern_bag.shape[0]
     else:
         boundary = level.boundary_patch_index.numel() // 9 if level.boundary_index.numel() else 0
     dtype = torch.result_type(class_actv, weight_sum)
-    all_rows = torch.empty(classes + boundary, 2 * channels, dtype=dtype, device=class_actv.device)
-    torch.addmm(bias, class_actv, weight_sum, out=all_rows[:classes])
     if level.pattern_rep is not None:
+        class_rows = torch.addmm(bias, class_actv, weight_sum)
         actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared_bias)
         patterns = actv.shape[0]
         products = torch.empty(patterns * 9 + 1, 2 * channels, dtype=dtype, device=actv.device)
         torch.mm(actv, offset_weight, out=products[:-1].view(patterns, 9 * 2 * channels))  # W_o · actv_u
         products[-1].zero_()  # the empty slot of a pattern bag
-        all_rows[classes:] = F.embedding_bag(level.pattern_bag, products, mode="sum")
-        all_rows[classes:] += bias
-    elif boundary:
+        boundary_rows = F.embedding_bag(level.pattern_bag, products, mode="sum")
+        boundary_rows += bias
+        rows_(class_rows)
+        rows_(boundary_rows)
+        return class_rows, boundary_rows
+    all_rows = torch.empty(classes + boundary, 2 * channels, dtype=dtype, device=class_actv.device)
+    torch.addmm(bias, class_actv, weight_sum, out=all_rows[:classes])
+    if boundary:
         actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared_bias)
         padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
         patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)
         torch.addmm(bias, patches, flat_weight, out=all_rows[classes:])
     rows_(all_rows)
-    return all_rows
+    return all_rows, None
 
 
 def _autocast_on(device_type: str) -> bool:

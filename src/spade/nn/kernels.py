@@ -68,10 +68,10 @@ def usable(x: torch.Tensor, rows: torch.Tensor) -> bool:
 
 
 def modulate(x: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor, mean: torch.Tensor | None,
-             negative_slope: float | None = None) -> torch.Tensor:
+             negative_slope: float | None = None, extra_rows: torch.Tensor | None = None) -> torch.Tensor:
     """``(x − mean)·s + t`` per pixel from its row ``[s | t]``, then a leaky ReLU when a slope
-    is given."""
-    return load().modulate(x, rows.contiguous(), pixel_row, mean, negative_slope)
+    is given. Rows from ``len(rows)`` on are read from ``extra_rows`` (no concatenation)."""
+    return load().modulate(x, rows.contiguous(), pixel_row, mean, negative_slope, extra_rows)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,11 @@ static void modulate_pixel(const float* __restrict__ x, const float* __restrict_
   }
 }
 
+// extra_rows (optional): rows R, R+1, ... of the table kept in a second tensor (the boundary rows
+// as the embedding sum returns them), so that they need not be copied behind the class rows.
 torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_row,
-                       c10::optional<torch::Tensor> mean, c10::optional<double> negative_slope) {
+                       c10::optional<torch::Tensor> mean, c10::optional<double> negative_slope,
+                       c10::optional<torch::Tensor> extra_rows) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && !x.is_cuda(), "x: CPU float32 NCHW");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
   TORCH_CHECK(rows.is_contiguous() && rows.scalar_type() == torch::kFloat, "rows: contiguous float32");
@@ -55,6 +58,14 @@ torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_
   const int64_t channels = x.size(1);
   const int64_t pixels = x.size(0) * x.size(2) * x.size(3);
   TORCH_CHECK(rows.size(1) == 2 * channels && pixel_row.numel() == pixels, "shape mismatch");
+  const int64_t first_rows = rows.size(0);
+  const float* extra = nullptr;
+  torch::Tensor extra_c;
+  if (extra_rows.has_value()) {
+    extra_c = extra_rows->contiguous();
+    TORCH_CHECK(extra_c.scalar_type() == torch::kFloat && extra_c.size(1) == 2 * channels, "extra_rows: R' x 2C float32");
+    extra = extra_c.data_ptr<float>();
+  }
   auto out = torch::empty_like(x, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const float* xs = x.data_ptr<float>();
   const float* table = rows.data_ptr<float>();
@@ -70,7 +81,8 @@ torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_
   const float slope = activate ? static_cast<float>(*negative_slope) : 0.f;
   at::parallel_for(0, pixels, 64, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      const float* scale = table + index[p] * 2 * channels;
+      const int64_t r = index[p];
+      const float* scale = r < first_rows ? table + r * 2 * channels : extra + (r - first_rows) * 2 * channels;
       modulate_pixel(xs + p * channels, scale, scale + channels, mu, os + p * channels, channels,
                      activate, slope);
     }
