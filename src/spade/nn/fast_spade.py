@@ -304,16 +304,13 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
 
 
 def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,
-                   n: int, h: int, w: int, hidden: int, channels: int, rows_) -> torch.Tensor:
-    """The (K + B) × 2C row table of :func:`spade_modulate` for inference, written into one
-    buffer (the same products as the differentiable branch, without its concatenations), and
-    None; or, with the pattern factoring, the K class rows and the B boundary rows as the
-    embedding sum returns them (copying them behind the class rows cost more than the sum)."""
+                   n: int, h: int, w: int, hidden: int, channels: int,
+                   rows_) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The row tables of :func:`spade_modulate` for inference, the same products as the
+    differentiable branch without its concatenations: with the pattern factoring, the K class
+    rows and the B boundary rows as the embedding sum returns them (copying them behind the class
+    rows cost more than the sum); otherwise one (K + B) × 2C buffer written in place, and None."""
     classes = class_actv.shape[0]
-    if level.pattern_rep is not None:
-        boundary = level.pattern_bag.shape[0]
-    else:
-        boundary = level.boundary_patch_index.numel() // 9 if level.boundary_index.numel() else 0
     dtype = torch.result_type(class_actv, weight_sum)
     if level.pattern_rep is not None:
         class_rows = torch.addmm(bias, class_actv, weight_sum)
@@ -327,6 +324,7 @@ def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weigh
         rows_(class_rows)
         rows_(boundary_rows)
         return class_rows, boundary_rows
+    boundary = level.boundary_patch_index.numel() // 9 if level.boundary_index.numel() else 0
     all_rows = torch.empty(classes + boundary, 2 * channels, dtype=dtype, device=class_actv.device)
     torch.addmm(bias, class_actv, weight_sum, out=all_rows[:classes])
     if boundary:

@@ -1,7 +1,8 @@
 """A compiled CPU kernel for the fast SPADE path, with the pure-PyTorch path as the fallback.
 
 ``modulate`` looks up each pixel's ``[s | t]`` row and computes ``(x − μ)·s + t`` in one pass
-(``csrc/modulate.cpp``), with the leaky ReLU that follows in a residual block when asked. It is built with ``torch.utils.cpp_extension`` by the set-up
+(``csrc/modulate.cpp``), with the leaky ReLU that follows in a residual block when asked.
+It is built with ``torch.utils.cpp_extension`` by the set-up
 (``python -m spade.nn.kernels``) into ``$SPADE_KERNELS_DIR`` (default: ``build/kernels`` beside
 the package's source tree, else the user cache). It is used for inference only (no gradients),
 on float32 channels-last CPU tensors; everywhere else, and whenever it is not built, the
