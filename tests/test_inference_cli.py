@@ -14,7 +14,7 @@ from spade.imageio import to_pil
 from spade.inference import Synthesizer
 from spade.models import build_networks
 
-from conftest import OFFICIAL, official_fixture
+from conftest import OFFICIAL, official_fixture, require_official
 
 
 def test_cli_writes_the_official_outputs(tmp_path):
@@ -39,6 +39,7 @@ def _write(path, array, mode=None):
 
 
 def test_bad_label_maps_get_errors_naming_the_file(tmp_path):
+    require_official()
     synthesizer = Synthesizer.from_checkpoint(OFFICIAL / "cityscapes_like_checkpoint", device="cpu")
     # An RGB label map is read in the model's palette (Cityscapes here): unknown colours are named.
     colours = np.zeros((64, 128, 3), np.uint8)
@@ -67,6 +68,7 @@ def test_bad_label_maps_get_errors_naming_the_file(tmp_path):
 
 
 def test_official_vae_checkpoint_with_mismatched_encoder_says_why():
+    require_official()
     synthesizer = Synthesizer.from_checkpoint(OFFICIAL / "ade20k_vae_more_checkpoint", device="cpu")
     label = OFFICIAL / "ade20k_vae_more_checkpoint" / "input_label_0.png"
     with pytest.raises(ValueError, match="256-wide codes but the generator takes z_dim 32"):
