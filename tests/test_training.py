@@ -317,3 +317,38 @@ def test_max_minutes_stops_with_a_checkpoint_that_resumes(tmp_path):
     assert stopped.step == 1 and stopped.checkpoint.name == "step_00000001"
     resumed = train(tiny_run(tmp_path / "r", max_steps=3), resume=True, progress=False)
     assert resumed.step == 3
+
+
+def test_init_from_fine_tunes_with_another_norm(tmp_path):
+    """--init_from: the weights come over (instance norm → batch norm: the same parameters, fresh
+    running statistics), the step count and optimizers start afresh; a different architecture is
+    an error that names the tensor."""
+    instance = tiny_run(tmp_path / "in", max_steps=2, ema=True)
+    instance = replace(instance, model=replace(instance.model, generator=replace(
+        instance.model.generator, norm_G="spectralspadeinstance3x3")))
+    source = train(instance, progress=False).checkpoint
+    run = tiny_run(tmp_path / "bn", max_steps=1, ema=True, init_from=str(source))
+    networks = loop.build_networks(run.model, "xavier", 0.02)
+    ema = loop.EMA(networks.generator, 0.999)
+    report = loop.warm_start(networks, ema.model, source)
+    theirs = load_checkpoint(source, with_training_state=False)
+    for mine, src in ((networks.generator, theirs.networks.generator), (ema.model, theirs.ema_generator),
+                      (networks.discriminator, theirs.networks.discriminator)):
+        src_state = src.state_dict()
+        for key, value in mine.state_dict().items():
+            if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                assert key not in src_state  # instance norm keeps none
+            else:
+                assert torch.equal(value, src_state[key]), key
+    assert any("normalization statistics fresh" in line for line in report)
+    assert "EMA generator: from the source's EMA" in report
+    # through the loop: a fresh step count, and the run trains from the copied weights
+    result = train(run, progress=False)
+    assert result.step == 1
+    assert json.loads((tmp_path / "bn" / "run_config.json").read_text())["train"]["init_from"] == str(source)
+    # a wider generator cannot take these weights
+    wider = replace(run.model, generator=replace(run.model.generator, ngf=8))
+    with pytest.raises(ValueError, match=r"the generator does not match this run's architecture: .*in the source"):
+        loop.warm_start(loop.build_networks(wider, "xavier", 0.02), None, source)
+    with pytest.raises(FileNotFoundError, match="--init_from .*: not a checkpoint folder"):
+        loop.warm_start(networks, None, tmp_path)

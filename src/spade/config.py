@@ -311,6 +311,7 @@ class TrainConfig:
     init_variance: float = 0.02
     tensorboard: bool = True
     fast_spade: bool = True                  # the exact fast SPADE path (spade.nn.fast_spade)
+    init_from: str | None = None             # start from this checkpoint's weights (fine-tuning)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours.add_argument("--keep_checkpoints", type=int, default=3, help="latest step checkpoints to keep")
     ours.add_argument("--spade_hidden", type=int, default=128, help="SPADE label-network width (official: 128)")
     ours.add_argument("--no_tensorboard", action="store_true")
+    ours.add_argument("--init_from", metavar="CHECKPOINT",
+                      help="start from this checkpoint's weights (ours, a run folder or official): fine-tuning "
+                           "with fresh optimizers and step count; the generator's norm may change "
+                           "(instance ↔ batch)")
     ours.add_argument("--reference_spade", action="store_true",
                       help="compute SPADE's γ, β with the reference convs instead of the exact fast path "
                            "(faster only for tiny label networks)")
@@ -125,5 +129,5 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         display_freq=o["display_freq"], print_freq=o["print_freq"], save_latest_freq=o["save_latest_freq"],
         save_epoch_freq=o["save_epoch_freq"], keep_checkpoints=args.keep_checkpoints,
         init_type=o["init_type"], init_variance=o["init_variance"], tensorboard=not args.no_tensorboard,
-        fast_spade=not args.reference_spade)
+        fast_spade=not args.reference_spade, init_from=args.init_from)
     return RunConfig(model=model, data=data, loss=loss, train=train)

@@ -45,6 +45,7 @@ from ..palettes import palette_for
 from ..semantics import build_semantics
 from .logging import RunLogger
 from .steps import StepNetworks, discriminator_losses, generator_losses
+from .warm_start import warm_start
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -296,6 +297,10 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
         networks = build_networks(model_config, cfg.init_type, cfg.init_variance)
         if cfg.ema:
             ema = EMA(networks.generator, cfg.ema_decay)
+        if cfg.init_from:
+            for line in warm_start(networks, None if ema is None else ema.model, cfg.init_from):
+                if ctx.is_main:
+                    print(f"init_from: {line}", file=sys.stderr)
     if networks.discriminator is None:
         raise ValueError("training needs a discriminator: the model config has none")
     if hasattr(networks.generator, "fast_spade"):
