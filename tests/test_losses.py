@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spade.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, gan_loss,
+from spade.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, gan_loss, thumbnail_l1_loss,
                           kl_divergence)
 from spade.nn.vgg import (VGG_WEIGHTS_ENV, VGG19Features, VGGWeightsMissingError, load_vgg19,
                           resolve_vgg19_path)
@@ -84,6 +84,24 @@ def test_feature_matching_by_hand() -> None:
     got = feature_matching_loss(fake, real, weight=10.0)
     assert got.shape == (1,)
     assert got.item() == pytest.approx(27.5)
+
+
+def test_thumbnail_l1_sees_colours_not_texture() -> None:
+    """Pooled by k, the L1 term is the L1 of the k×k block means: a tint counts in full, a
+    checkerboard texture that averages out over each block does not; unpooled it is plain L1."""
+    torch.manual_seed(0)
+    real = torch.rand(2, 3, 16, 16) * 2 - 1
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2 - 1.0
+    textured = real + 0.3 * checker
+    tinted = real + torch.tensor([0.2, -0.1, 0.0]).view(1, 3, 1, 1)
+    assert torch.allclose(thumbnail_l1_loss(textured, real, 4), torch.tensor(0.0), atol=1e-6)
+    assert torch.allclose(thumbnail_l1_loss(textured, real, 1), torch.tensor(0.3))
+    assert torch.allclose(thumbnail_l1_loss(tinted, real, 4), torch.tensor(0.1))
+    blocks = lambda t: t.view(2, 3, 4, 4, 4, 4).mean((3, 5))  # noqa: E731
+    fake = torch.rand(2, 3, 16, 16, requires_grad=True)
+    assert torch.allclose(thumbnail_l1_loss(fake, real, 4), (blocks(fake) - blocks(real)).abs().mean())
+    thumbnail_l1_loss(fake, real.requires_grad_(), 4).backward()
+    assert fake.grad is not None and real.grad is None  # the real image is a target
 
 
 def test_feature_matching_detaches_real() -> None:

@@ -352,3 +352,33 @@ def test_init_from_fine_tunes_with_another_norm(tmp_path):
         loop.warm_start(loop.build_networks(wider, "xavier", 0.02), None, source)
     with pytest.raises(FileNotFoundError, match="--init_from .*: not a checkpoint folder"):
         loop.warm_start(networks, None, tmp_path)
+
+
+def test_pooled_l1_term_reaches_the_encoder():
+    """--lambda_l1 adds an 'L1' generator term (the fake vs the real image, pooled by
+    --l1_downsample) whose gradient reaches the image encoder through z; off by default, as in
+    the paper's objective; bad values are refused by the options."""
+    from spade.config import EncoderConfig
+    from spade.models import build_networks
+    from spade.training.steps import StepNetworks, generator_losses
+
+    torch.manual_seed(0)
+    model = ModelConfig(SemanticsConfig(5, False, False), GeneratorConfig(ngf=4, crop_size=64, z_dim=8, spade_hidden=8),
+                        DiscriminatorConfig(ndf=4, n_layers_D=2, num_D=1), EncoderConfig(ndf=4, num_layers=5, latent_dim=8))
+    networks = build_networks(model)
+    nets = StepNetworks(networks.generator, networks.discriminator, networks.encoder)
+    semantics = one_hot(torch.randint(0, 5, (2, 1, 64, 64)), 5, False)
+    real = torch.rand(2, 3, 64, 64) * 2 - 1
+    losses, _ = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True))
+    assert "L1" not in losses
+    losses, fake = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True, lambda_l1=10.0, l1_downsample=16))
+    pooled = torch.nn.functional.avg_pool2d
+    assert torch.allclose(losses["L1"], 10 * (pooled(fake, 16) - pooled(real, 16)).abs().mean())
+    losses["L1"].backward()
+    assert float(networks.encoder.fc_mu.weight.grad.abs().sum()) > 0
+    parser = build_parser()
+    base = ["train", "--dataroot", "x", "--no_vgg_loss"]
+    config = run_config_from_args(parser.parse_args(base + ["--lambda_l1", "5", "--l1_downsample", "8"]))
+    assert (config.loss.lambda_l1, config.loss.l1_downsample) == (5.0, 8)
+    with pytest.raises(SystemExit, match="--l1_downsample must be at least 1"):
+        run_config_from_args(parser.parse_args(base + ["--lambda_l1", "5", "--l1_downsample", "0"]))

@@ -272,6 +272,8 @@ class LossConfig:
     lambda_kld: float = 0.05                 # KL term of the image encoder
     no_ganFeat_loss: bool = False
     no_vgg_loss: bool = False
+    lambda_l1: float = 0.0                   # L1 to the real image, pooled (ours; 0 = off, as the paper)
+    l1_downsample: int = 1                   # average-pooling factor of that L1 term
     vgg_path: str | None = None              # torchvision vgg19 weights (or $SPADE_VGG19_WEIGHTS)
 
 

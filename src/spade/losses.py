@@ -72,6 +72,21 @@ def gan_loss(pred: DiscriminatorOutput, target_is_real: bool, for_discriminator:
     return total / len(pred)
 
 
+def thumbnail_l1_loss(fake: torch.Tensor, real: torch.Tensor, downsample: int = 1) -> torch.Tensor:
+    """Mean L1 distance between the two images average-pooled by ``downsample`` (1: full
+    resolution, the pix2pix L1 term).
+
+    Not a term of the paper's objective: a reconstruction term for training the image encoder
+    without the VGG19 weights. In the paper the VGG loss is what ties G(E(x)) to x; with feature
+    matching alone the encoder collapses to the prior (KL near 0) and the style code changes little.
+    Pooled, the term asks only for the reference's colours and layout at that scale, leaving
+    texture to the adversarial terms.
+    """
+    if downsample > 1:
+        fake, real = F.avg_pool2d(fake, downsample), F.avg_pool2d(real, downsample)
+    return (fake - real.detach()).abs().mean()
+
+
 def feature_matching_loss(pred_fake: Sequence[Sequence[torch.Tensor]],
                           pred_real: Sequence[Sequence[torch.Tensor]],
                           weight: float = 10.0) -> torch.Tensor:

@@ -61,6 +61,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             official.add_argument(f"--{name}", type=kind, default=None, choices=_CHOICES.get(name))
     ours = parser.add_argument_group("options of ours")
     ours.add_argument("--vgg_path", help="torchvision vgg19 weights file (or set SPADE_VGG19_WEIGHTS)")
+    ours.add_argument("--lambda_l1", type=float, default=0.0,
+                      help="weight of an L1 term between the fake and the real image (not in the paper; 0: off): "
+                           "a reconstruction term for the image encoder when no VGG19 weights are at hand")
+    ours.add_argument("--l1_downsample", type=int, default=1,
+                      help="average-pool both images by this factor before that L1 (1: full resolution)")
     ours.add_argument("--max_steps", type=int, help="stop after this many iterations in all")
     ours.add_argument("--max_minutes", type=float,
                       help="stop after this much wall time, with a checkpoint (resume with --continue_train)")
@@ -116,9 +121,13 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         contain_dontcare_label=o["contain_dontcare_label"], use_instance=not o["no_instance"],
         no_pairing_check=o["no_pairing_check"], max_dataset_size=o["max_dataset_size"],
         coco_no_portraits=o["coco_no_portraits"])
+    if args.l1_downsample < 1 or args.lambda_l1 < 0:
+        raise SystemExit(f"--l1_downsample must be at least 1 (got {args.l1_downsample}) and --lambda_l1 "
+                         f"not negative (got {args.lambda_l1})")
     loss = LossConfig(gan_mode=o["gan_mode"], lambda_feat=o["lambda_feat"], lambda_vgg=o["lambda_vgg"],
                       lambda_kld=o["lambda_kld"], no_ganFeat_loss=o["no_ganFeat_loss"],
-                      no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path)
+                      no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path,
+                      lambda_l1=args.lambda_l1, l1_downsample=args.l1_downsample)
     train = TrainConfig(
         run_dir=str(Path(o["checkpoints_dir"]) / o["name"]), batch_size=o["batchSize"], lr=o["lr"],
         beta1=o["beta1"], beta2=o["beta2"], no_TTUR=o["no_TTUR"], niter=o["niter"], niter_decay=o["niter_decay"],

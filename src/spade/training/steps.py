@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import LossConfig
-from ..losses import VGGPerceptualLoss, feature_matching_loss, gan_loss, kl_divergence
+from ..losses import VGGPerceptualLoss, feature_matching_loss, gan_loss, kl_divergence, thumbnail_l1_loss
 from ..nn.encoder import reparameterize
 
 
@@ -67,6 +67,8 @@ def generator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torch.Te
         if nets.vgg_loss is None:
             raise ValueError("the VGG loss is on but no VGG19 network was given")
         losses["VGG"] = nets.vgg_loss(fake.float(), real.float()) * config.lambda_vgg
+    if config.lambda_l1 > 0:
+        losses["L1"] = thumbnail_l1_loss(fake.float(), real.float(), config.l1_downsample) * config.lambda_l1
     return losses, fake
 
 
