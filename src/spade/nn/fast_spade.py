@@ -42,9 +42,10 @@ class Level:
     boundary_index: torch.Tensor      # B flat indices (into N·H·W) of the other pixels
     boundary_patch_index: torch.Tensor  # B×9 indices of their 3×3 neighbours in the padded map
     neighbour_index: torch.Tensor     # (N·H·W)×9 indices into the offset-major embedding table
-    pixel_row: torch.Tensor | None = None     # N·H·W: the row of [s | t] per pixel: its class (interior) or K + j (boundary j)
+    pixel_row: torch.Tensor | None = None     # N·H·W: the row of [s | t] per pixel: its class (interior), or K + j
+                                              # (boundary pixel j, or with patterns its distinct context j)
     pattern_rep: torch.Tensor | None = None   # U pixels, one per distinct 3×3 key pattern
-    pattern_bag: torch.Tensor | None = None   # B×9 rows of the per-(pattern, offset) products
+    pattern_bag: torch.Tensor | None = None   # V×9 rows of the per-(pattern, offset) products, one per distinct context
 
 
 @dataclass
@@ -137,9 +138,10 @@ def _make_level(maps: LabelMaps, size: tuple[int, int]) -> Level:
         padded = F.pad(keys, (1, 1, 1, 1), value=2 * k)
         neighbours = [padded[:, dy:dy + h, dx:dx + w] + (dy * 3 + dx) * (2 * k + 1) for dy in range(3) for dx in range(3)]
         neighbour_index = torch.stack(neighbours, dim=-1).reshape(-1, 9)
+        pattern_rep, pattern_bag, context = _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k)
         pixel_row = ids[:, 0].reshape(-1).clone()
-        pixel_row[boundary_index] = k + torch.arange(boundary_index.numel(), device=ids.device)
-        pattern_rep, pattern_bag = _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k)
+        pixel_row[boundary_index] = k + (context if context is not None
+                                         else torch.arange(boundary_index.numel(), device=ids.device))
     return Level(ids=ids[:, 0], edges=edges, interior=interior, boundary_index=boundary_index,
                  boundary_patch_index=boundary_patch_index, neighbour_index=neighbour_index,
                  pixel_row=pixel_row, pattern_rep=pattern_rep, pattern_bag=pattern_bag)
@@ -154,9 +156,15 @@ def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, 
     patterns are far fewer than the boundary pixels (3·U < B, measured); else returns Nones and
     the patches are gathered. Patterns get exact integer keys: each row of 3 keys packed, the
     distinct rows numbered, then the 3 row numbers packed.
+
+    The sum is then made once per distinct *context*, the 9 rows a boundary pixel sums (its 5×5
+    neighbourhood of keys, the image border included): boundary pixels share few of them (a
+    street scene at 512×256: 25,888 boundary pixels, 714 contexts), so γ|β is computed, and
+    later looked up, per context. Returns the pattern representatives, the V×9 context bags and
+    each boundary pixel's context.
     """
     if boundary_index.numel() == 0:
-        return None, None
+        return None, None, None
     m = 2 * k + 1
     offsets = torch.arange(9, device=neighbour_index.device) * m
     keys = neighbour_index - offsets  # (N·H·W) × 9 keys in [0, 2k]
@@ -164,12 +172,12 @@ def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, 
     distinct_rows, row_ids = torch.unique(rows, return_inverse=True)
     r = distinct_rows.numel()
     if r ** 3 >= 2 ** 62:
-        return None, None
+        return None, None, None
     pattern_keys = (row_ids * torch.tensor([r * r, r, 1], device=keys.device)).sum(-1)
     patterns, pattern_of_pixel = torch.unique(pattern_keys, return_inverse=True)
     u = patterns.numel()
     if 3 * u >= boundary_index.numel():
-        return None, None
+        return None, None, None
     # One representative pixel per pattern: the first pixel that has it.
     first = torch.full((u,), pattern_of_pixel.numel(), dtype=torch.long, device=keys.device)
     first.scatter_reduce_(0, pattern_of_pixel, torch.arange(pattern_of_pixel.numel(), device=keys.device), "amin")
@@ -181,7 +189,25 @@ def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, 
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
         neighbour = b_n * h * w + ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)
         bags.append(torch.where(inside, pattern_of_pixel[neighbour] * 9 + o, torch.full_like(neighbour, u * 9)))
-    return first, torch.stack(bags, dim=1)
+    bags = torch.stack(bags, dim=1)
+    contexts, context_of_pixel = _distinct_rows(bags, 9 * u + 1)
+    return first, contexts, context_of_pixel
+
+
+def _distinct_rows(rows: torch.Tensor, base: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of an integer matrix with 9 columns of values in [0, base), and each
+    row's number among them: exact, by packing 3 columns into one integer, numbering the
+    distinct packed triples, then packing the 3 triple numbers."""
+    if base ** 3 >= 2 ** 62 or rows.shape[0] ** 3 >= 2 ** 62:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    weights = torch.tensor([base * base, base, 1], device=rows.device)
+    triples, triple_ids = torch.unique((rows.view(-1, 3, 3) * weights).sum(-1), return_inverse=True)
+    t = triples.numel()
+    keys = (triple_ids * torch.tensor([t * t, t, 1], device=rows.device)).sum(-1)
+    distinct, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((distinct.numel(),), rows.shape[0], dtype=torch.long, device=rows.device)
+    first.scatter_reduce_(0, inverse, torch.arange(rows.shape[0], device=rows.device), "amin")
+    return rows[first], inverse
 
 
 def _shared_table(weight: torch.Tensor, num_classes: int, has_edges: bool) -> torch.Tensor:
@@ -232,6 +258,63 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
     before they are spread over the pixels, and x̂ = x − μ. With ``negative_slope``, the leaky
     ReLU that follows the layer is applied too (in the compiled kernel's pass when it runs).
     """
+    all_rows, extra_rows, fold = _modulation_rows(spade, x, level, num_classes)
+    norm = spade.param_free_norm
+    centred = None if fold else norm(x)
+    if kernels.usable(x if fold else centred, all_rows):
+        # One pass per pixel: look the row up and modulate, without spreading the rows first.
+        return kernels.modulate(x if fold else centred, all_rows, level.pixel_row,
+                                norm.running_mean if fold else None, negative_slope, extra_rows)
+    if extra_rows is not None:
+        all_rows = torch.cat([all_rows, extra_rows])
+    n, h, w = level.ids.shape
+    channels = spade.mlp_gamma.out_channels
+    per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
+    if fold:
+        centred = x - norm.running_mean.view(1, -1, 1, 1)
+    out = torch.addcmul(shift, centred, scale)
+    return out if negative_slope is None else F.leaky_relu(out, negative_slope)
+
+
+def spade_modulate_pair(first, second, x: torch.Tensor, maps: LabelMaps, upsample: bool,
+                        first_slope: float | None = None, second_slope: float | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Two SPADE layers applied to one input in one pass of the compiled kernel: ``norm_s``
+    and ``norm_0`` of a residual block with a learned shortcut (Fig. 4), on ``x`` upsampled 2×
+    (nearest) when ``upsample``, as the generator feeds its up blocks. x is read once at its own
+    resolution and the upsampled map is never made. Returns None where the kernel does not apply
+    (training, another device or dtype, train-mode BatchNorm): the caller takes the usual path.
+
+    Exact: nearest 2× upsampling copies each value to 4 pixels, so eval BatchNorm's x − μ
+    commutes with it, and instance norm's statistics are those of x (the same values, each 4
+    times; they are computed on x, so they round differently, at 1e-7).
+    """
+    if torch.is_grad_enabled() or not kernels.usable(x):
+        return None
+    norms = (first.param_free_norm, second.param_free_norm)
+    folded = all(isinstance(nm, torch.nn.BatchNorm2d) and not nm.training and nm.running_mean is not None
+                 for nm in norms)
+    instance = all(isinstance(nm, torch.nn.InstanceNorm2d) and not nm.affine and not nm.track_running_stats
+                   for nm in norms)
+    if not (folded or instance):
+        return None
+    size = (x.shape[2] * 2, x.shape[3] * 2) if upsample else tuple(x.shape[2:])
+    level = maps.at(size)
+    rows = [_modulation_rows(spade, x, level, maps.num_classes) for spade in (first, second)]
+    if any(r[0].dtype != torch.float32 for r in rows):
+        return None
+    source = x if folded else norms[0](x).contiguous(memory_format=torch.channels_last)
+    means = [nm.running_mean if folded else None for nm in norms]
+    out = kernels.modulate_pair(source, upsample, level.pixel_row,
+                                (rows[0][0], rows[0][1], means[0], first_slope),
+                                (rows[1][0], rows[1][1], means[1], second_slope))
+    return out[0], out[1]
+
+
+def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
+    """The per-pixel rows ``[s | t]`` of one SPADE layer: (rows, extra rows or None, whether
+    eval BatchNorm's 1/σ is folded into s)."""
     shared = spade.mlp_shared[0]
     if shared.kernel_size != (3, 3) or spade.mlp_gamma.kernel_size != (3, 3):
         raise ValueError("the fast SPADE path handles 3×3 label-network kernels")
@@ -287,20 +370,7 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
             patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)  # B × (offset, hidden)
             parts.append(rows(torch.addmm(bias, patches, flat_weight)))
         all_rows = torch.cat([part.to(parts[0].dtype) for part in parts])  # (K + B) × 2C
-
-    centred = None if fold else norm(x)
-    if kernels.usable(x if fold else centred, all_rows):
-        # One pass per pixel: look the row up and modulate, without spreading the rows first.
-        return kernels.modulate(x if fold else centred, all_rows, level.pixel_row,
-                                norm.running_mean if fold else None, negative_slope, extra_rows)
-    if extra_rows is not None:
-        all_rows = torch.cat([all_rows, extra_rows])
-    per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
-    scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
-    if fold:
-        centred = x - norm.running_mean.view(1, -1, 1, 1)
-    out = torch.addcmul(shift, centred, scale)
-    return out if negative_slope is None else F.leaky_relu(out, negative_slope)
+    return all_rows, extra_rows, fold
 
 
 def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,

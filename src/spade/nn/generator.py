@@ -111,15 +111,14 @@ class SPADEGenerator(nn.Module):
                 # pixel-major already, so the modulation needs no transposition.
                 x = x.contiguous(memory_format=torch.channels_last)
         x = self.head_0(x, seg)
-        x = self.up(x)
-        x = self.G_middle_0(x, seg)
-        if self.num_upsampling_layers in ("more", "most"):
-            x = self.up(x)
-        x = self.G_middle_1(x, seg)
+        x = self.G_middle_0(x, seg, upsample=True)
+        x = self.G_middle_1(x, seg, upsample=self.num_upsampling_layers in ("more", "most"))
+        # Each up block takes x upsampled 2× (nearest); it does the upsampling itself, so that
+        # the fast path can fold it into its first modulation.
         for block in (self.up_0, self.up_1, self.up_2, self.up_3):
-            x = block(self.up(x), seg)
+            x = block(x, seg, upsample=True)
         if self.num_upsampling_layers == "most":
-            x = self.up_4(self.up(x), seg)
+            x = self.up_4(x, seg, upsample=True)
         x = self.conv_img(F.leaky_relu(x, 0.2))
         return torch.tanh(x)
 

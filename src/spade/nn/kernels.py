@@ -57,11 +57,11 @@ def load(build: bool = False, verbose: bool = False):
     return _module
 
 
-def usable(x: torch.Tensor, rows: torch.Tensor) -> bool:
+def usable(x: torch.Tensor, rows: torch.Tensor | None = None) -> bool:
     """Whether the compiled kernel applies: inference, CPU, float32, channels-last, built."""
-    if torch.is_grad_enabled() and (x.requires_grad or rows.requires_grad):
+    if torch.is_grad_enabled() and (x.requires_grad or (rows is not None and rows.requires_grad)):
         return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or rows.dtype != torch.float32:
+    if x.device.type != "cpu" or x.dtype != torch.float32 or (rows is not None and rows.dtype != torch.float32):
         return False
     if not x.is_contiguous(memory_format=torch.channels_last):
         return False
@@ -73,6 +73,13 @@ def modulate(x: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor, mean:
     """``(x − mean)·s + t`` per pixel from its row ``[s | t]``, then a leaky ReLU when a slope
     is given. Rows from ``len(rows)`` on are read from ``extra_rows`` (no concatenation)."""
     return load().modulate(x, rows.contiguous(), pixel_row, mean, negative_slope, extra_rows)
+
+
+def modulate_pair(x: torch.Tensor, upsample: bool, pixel_row: torch.Tensor, first: tuple, second: tuple
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two modulations of one input (2× nearest-upsampled first when ``upsample``), each given
+    as ``(rows, extra_rows, mean, negative_slope)``, in one pass over x."""
+    return tuple(load().modulate_pair(x, upsample, pixel_row, *first, *second))
 
 
 if __name__ == "__main__":

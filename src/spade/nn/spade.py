@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from .fast_spade import LabelMaps, spade_modulate
+from .fast_spade import LabelMaps, spade_modulate, spade_modulate_pair
 from .norm import ParamFreeKind, param_free_norm
 
 
@@ -84,9 +84,22 @@ class SPADEResnetBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADE(in_channels, **spade_args)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps) -> torch.Tensor:
-        # The shortcut has no activation after norm_s (official code).
-        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(self.norm_0(x, seg, negative_slope=0.2))
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps, upsample: bool = False) -> torch.Tensor:
+        """``upsample``: take x upsampled 2× (nearest) as the input, as the generator feeds its up
+        blocks; the fast path then never makes the upsampled map."""
+        pair = None
+        if self.learned_shortcut and isinstance(seg, LabelMaps):
+            # norm_s and norm_0 (the latter with its ReLU) in one pass over x.
+            pair = spade_modulate_pair(self.norm_s, self.norm_0, x, seg, upsample, None, 0.2)
+        if pair is not None:
+            x_s, dx = self.conv_s(pair[0]), self.conv_0(pair[1])
+        else:
+            if upsample:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            # The shortcut has no activation after norm_s (official code).
+            x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+            dx = self.conv_0(self.norm_0(x, seg, negative_slope=0.2))
         dx = self.conv_1(self.norm_1(dx, seg, negative_slope=0.2))
+        if not torch.is_grad_enabled():
+            return dx.add_(x_s)  # conv_1's output is ours: no new buffer at full resolution
         return x_s + dx

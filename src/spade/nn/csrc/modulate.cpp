@@ -90,6 +90,90 @@ torch::Tensor modulate(torch::Tensor x, torch::Tensor rows, torch::Tensor pixel_
   return out;
 }
 
+// One SPADE table of modulate_pair: rows (+ extra rows), an optional mean, an optional slope.
+struct Modulation {
+  const float* table;
+  int64_t first_rows;
+  const float* extra;
+  const float* mu;
+  bool activate;
+  float slope;
+  torch::Tensor keep_rows, keep_extra, keep_mean;  // hold the contiguous copies alive
+
+  Modulation(const torch::Tensor& rows, const c10::optional<torch::Tensor>& extra_rows,
+             const c10::optional<torch::Tensor>& mean, const c10::optional<double>& negative_slope,
+             int64_t channels) {
+    keep_rows = rows.contiguous();
+    TORCH_CHECK(keep_rows.scalar_type() == torch::kFloat && keep_rows.size(1) == 2 * channels, "rows: R x 2C float32");
+    table = keep_rows.data_ptr<float>();
+    first_rows = keep_rows.size(0);
+    extra = nullptr;
+    if (extra_rows.has_value()) {
+      keep_extra = extra_rows->contiguous();
+      TORCH_CHECK(keep_extra.scalar_type() == torch::kFloat && keep_extra.size(1) == 2 * channels, "extra_rows: R' x 2C float32");
+      extra = keep_extra.data_ptr<float>();
+    }
+    mu = nullptr;
+    if (mean.has_value()) {
+      keep_mean = mean->contiguous();
+      TORCH_CHECK(keep_mean.scalar_type() == torch::kFloat && keep_mean.numel() == channels, "mean: C float32");
+      mu = keep_mean.data_ptr<float>();
+    }
+    activate = negative_slope.has_value();
+    slope = activate ? static_cast<float>(*negative_slope) : 0.f;
+  }
+
+  const float* row(int64_t r, int64_t channels) const {
+    return r < first_rows ? table + r * 2 * channels : extra + (r - first_rows) * 2 * channels;
+  }
+};
+
+// Two SPADE layers on the same input, as a residual block with a learned shortcut has them
+// (norm_s and norm_0, Fig. 4), optionally on the input upsampled 2x (nearest, as the generator
+// does before each up block): out_a, out_b = modulation a and b of up(x). x is read once (and at
+// its own resolution), and up(x) is never written. pixel_row indexes the output resolution.
+std::vector<torch::Tensor> modulate_pair(torch::Tensor x, bool upsample, torch::Tensor pixel_row,
+                                         torch::Tensor rows_a, c10::optional<torch::Tensor> extra_a,
+                                         c10::optional<torch::Tensor> mean_a, c10::optional<double> slope_a,
+                                         torch::Tensor rows_b, c10::optional<torch::Tensor> extra_b,
+                                         c10::optional<torch::Tensor> mean_b, c10::optional<double> slope_b) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && !x.is_cuda(), "x: CPU float32 NCHW");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
+  TORCH_CHECK(pixel_row.is_contiguous() && pixel_row.scalar_type() == torch::kLong, "pixel_row: int64");
+  const int64_t n = x.size(0), channels = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t factor = upsample ? 2 : 1;
+  const int64_t out_h = h * factor, out_w = w * factor;
+  TORCH_CHECK(pixel_row.numel() == n * out_h * out_w, "pixel_row: one row per output pixel");
+  const Modulation a(rows_a, extra_a, mean_a, slope_a, channels);
+  const Modulation b(rows_b, extra_b, mean_b, slope_b, channels);
+  auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  auto out_a = torch::empty({n, channels, out_h, out_w}, options);
+  auto out_b = torch::empty({n, channels, out_h, out_w}, options);
+  const float* xs = x.data_ptr<float>();
+  const int64_t* index = pixel_row.data_ptr<int64_t>();
+  float* oa = out_a.data_ptr<float>();
+  float* ob = out_b.data_ptr<float>();
+  // One task per output row: its source row is read from cache for both layers and, when
+  // upsampling, for both output pixels of each source pixel.
+  at::parallel_for(0, n * out_h, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t line = begin; line < end; ++line) {
+      const int64_t image = line / out_h, y = line % out_h;
+      const float* source_line = xs + ((image * h) + y / factor) * w * channels;
+      for (int64_t xo = 0; xo < out_w; ++xo) {
+        const int64_t p = line * out_w + xo;
+        const float* source = source_line + (xo / factor) * channels;
+        const int64_t r = index[p];
+        const float* ra = a.row(r, channels);
+        const float* rb = b.row(r, channels);
+        modulate_pixel(source, ra, ra + channels, a.mu, oa + p * channels, channels, a.activate, a.slope);
+        modulate_pixel(source, rb, rb + channels, b.mu, ob + p * channels, channels, b.activate, b.slope);
+      }
+    }
+  });
+  return {out_a, out_b};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("modulate", &modulate, "fused SPADE modulation (CPU, channels-last)");
+  m.def("modulate_pair", &modulate_pair, "two SPADE modulations of one (optionally 2x upsampled) input");
 }
