@@ -41,11 +41,12 @@ class Level:
     interior: torch.Tensor            # N×H×W bool: one class in the 5×5 window, no edge, not near the border
     boundary_index: torch.Tensor      # B flat indices (into N·H·W) of the other pixels
     boundary_patch_index: torch.Tensor  # B×9 indices of their 3×3 neighbours in the padded map
-    neighbour_index: torch.Tensor     # (N·H·W)×9 indices into the offset-major embedding table
+    neighbour_index: torch.Tensor | None  # (N·H·W)×9 indices into the offset-major embedding table (patch gather only)
     pixel_row: torch.Tensor | None = None     # N·H·W: the row of [s | t] per pixel: its class (interior), or K + j
                                               # (boundary pixel j, or with patterns its distinct context j)
     pattern_rep: torch.Tensor | None = None   # U pixels, one per distinct 3×3 key pattern
     pattern_bag: torch.Tensor | None = None   # V×9 rows of the per-(pattern, offset) products, one per distinct context
+    pattern_neighbours: torch.Tensor | None = None  # U×9 table rows of the representatives' neighbourhoods
 
 
 @dataclass
@@ -110,19 +111,11 @@ def _make_level(maps: LabelMaps, size: tuple[int, int]) -> Level:
     n, _, h, w = ids.shape
     k = maps.num_classes
     with torch.no_grad():
-        # One class in the 5×5 window: its max equals its min (padding cannot help: the border
-        # is excluded below anyway).
-        as_float = ids.float()
-        window_max = F.max_pool2d(as_float, 5, stride=1, padding=2)
-        window_min = -F.max_pool2d(-as_float, 5, stride=1, padding=2)
-        interior = window_max == window_min
+        # Each pixel's key, class·2 + edge bit; 'outside the image' = 2k, which no pixel has.
+        keys = ids[:, 0] * 2
         if edges is not None:
-            interior &= F.max_pool2d(edges, 5, stride=1, padding=2) == 0
-        border = torch.ones(h, w, dtype=torch.bool, device=ids.device)
-        if h > 4 and w > 4:
-            border[2:-2, 2:-2] = False
-        interior &= ~border
-        interior = interior[:, 0]
+            keys = keys + edges[:, 0].long()
+        interior = _uniform_5x5(keys, 2 * k)
         boundary_index = (~interior).flatten().nonzero().squeeze(1)
         # Their 3×3 neighbourhoods in the activation map padded by one pixel, (N·(H+2)·(W+2)) rows.
         b_n, rest = boundary_index // (h * w), boundary_index % (h * w)
@@ -130,24 +123,48 @@ def _make_level(maps: LabelMaps, size: tuple[int, int]) -> Level:
         top_left = b_n * (h + 2) * (w + 2) + b_y * (w + 2) + b_x
         offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)], device=ids.device)
         boundary_patch_index = top_left[:, None] + offsets[None, :]
-        # For the lookup of mlp_shared: the key of each of the 9 neighbours, class·2 + edge bit,
-        # 'outside' = 2k, as rows of an offset-major table of 9·(2k+1) rows.
-        keys = ids[:, 0] * 2
-        if edges is not None:
-            keys = keys + edges[:, 0].long()
-        padded = F.pad(keys, (1, 1, 1, 1), value=2 * k)
-        neighbours = [padded[:, dy:dy + h, dx:dx + w] + (dy * 3 + dx) * (2 * k + 1) for dy in range(3) for dx in range(3)]
-        neighbour_index = torch.stack(neighbours, dim=-1).reshape(-1, 9)
-        pattern_rep, pattern_bag, context = _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k)
+        # For the lookup of mlp_shared: the key of each of the 9 neighbours, as rows of an
+        # offset-major table of 9·(2k+1) rows.
+        padded = F.pad(keys, (1, 1, 1, 1), value=2 * k).flatten()
+        table_offsets = torch.arange(9, device=ids.device) * (2 * k + 1)
+
+        def neighbour_rows(pixels: torch.Tensor) -> torch.Tensor:
+            """The 9 table rows of these flat pixel indices' neighbourhoods."""
+            p_n, p_rest = pixels // (h * w), pixels % (h * w)
+            corner = p_n * (h + 2) * (w + 2) + (p_rest // w) * (w + 2) + p_rest % w
+            return padded[corner[:, None] + offsets[None, :]] + table_offsets
+
+        pattern_rep, pattern_bag, context, pattern_neighbours = _distinct_patterns(
+            neighbour_rows, boundary_index, b_n, b_y, b_x, n, h, w, k)
+        # The patch gather (no pattern factoring) looks up every pixel's neighbourhood.
+        neighbour_index = None if pattern_rep is not None else neighbour_rows(torch.arange(n * h * w, device=ids.device))
         pixel_row = ids[:, 0].reshape(-1).clone()
         pixel_row[boundary_index] = k + (context if context is not None
                                          else torch.arange(boundary_index.numel(), device=ids.device))
     return Level(ids=ids[:, 0], edges=edges, interior=interior, boundary_index=boundary_index,
                  boundary_patch_index=boundary_patch_index, neighbour_index=neighbour_index,
-                 pixel_row=pixel_row, pattern_rep=pattern_rep, pattern_bag=pattern_bag)
+                 pixel_row=pixel_row, pattern_rep=pattern_rep, pattern_bag=pattern_bag,
+                 pattern_neighbours=pattern_neighbours)
 
 
-def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, k):
+def _uniform_5x5(keys: torch.Tensor, outside: int) -> torch.Tensor:
+    """N×H×W bool: the pixels whose 5×5 window holds one key, an even one (a class without an
+    instance edge), and lies inside the image (padding with the ``outside`` key, which no pixel
+    has, makes windows over the border mixed). Equal neighbours along rows, then along the
+    centre column: a dozen boolean passes, no pooling."""
+    n, h, w = keys.shape
+    padded = F.pad(keys, (2, 2, 2, 2), value=outside)
+    same_right = padded[:, :, 1:] == padded[:, :, :-1]           # N×(H+4)×(W+3)
+    row_run = same_right[:, :, 0:w] & same_right[:, :, 1:w + 1] & same_right[:, :, 2:w + 2] & same_right[:, :, 3:w + 3]
+    centre = padded[:, :, 2:w + 2]
+    same_down = centre[:, 1:] == centre[:, :-1]                   # N×(H+3)×W
+    uniform = same_down[:, 0:h] & same_down[:, 1:h + 1] & same_down[:, 2:h + 2] & same_down[:, 3:h + 3]
+    for dy in range(5):
+        uniform &= row_run[:, dy:dy + h]
+    return uniform & (keys % 2 == 0)
+
+
+def _distinct_patterns(neighbour_rows, boundary_index, b_n, b_y, b_x, n, h, w, k):
     """Distinct-pattern factoring of the boundary convolution.
 
     mlp_shared's activation at a pixel depends only on the 3×3 pattern of keys around it, so it
@@ -160,27 +177,44 @@ def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, 
     The sum is then made once per distinct *context*, the 9 rows a boundary pixel sums (its 5×5
     neighbourhood of keys, the image border included): boundary pixels share few of them (a
     street scene at 512×256: 25,888 boundary pixels, 714 contexts), so γ|β is computed, and
-    later looked up, per context. Returns the pattern representatives, the V×9 context bags and
-    each boundary pixel's context.
+    later looked up, per context. Returns the pattern representatives, the V×9 context bags,
+    each boundary pixel's context and the representatives' neighbourhood rows (Nones when the
+    patches are gathered instead).
     """
+    none = None, None, None, None
     if boundary_index.numel() == 0:
-        return None, None, None
+        return none
+    device = boundary_index.device
+    # Only the patterns of the boundary pixels' neighbours are needed (the boundary dilated by
+    # one pixel), not those of the whole map.
+    boundary = torch.zeros(n * h * w, dtype=torch.bool, device=device)
+    boundary[boundary_index] = True
+    around = F.pad(boundary.view(n, h, w), (1, 1, 1, 1))
+    needed = around[:, 1:h + 1, 1:w + 1].clone()
+    for dy in range(3):
+        for dx in range(3):
+            needed |= around[:, dy:dy + h, dx:dx + w]
+    needed_index = needed.flatten().nonzero().squeeze(1)
     m = 2 * k + 1
-    offsets = torch.arange(9, device=neighbour_index.device) * m
-    keys = neighbour_index - offsets  # (N·H·W) × 9 keys in [0, 2k]
-    rows = (keys.view(-1, 3, 3) * torch.tensor([m * m, m, 1], device=keys.device)).sum(-1)
+    needed_rows = neighbour_rows(needed_index)
+    keys = needed_rows - torch.arange(9, device=device) * m  # keys in [0, 2k]
+    rows = (keys.view(-1, 3, 3) * torch.tensor([m * m, m, 1], device=device)).sum(-1)
     distinct_rows, row_ids = torch.unique(rows, return_inverse=True)
     r = distinct_rows.numel()
     if r ** 3 >= 2 ** 62:
-        return None, None, None
-    pattern_keys = (row_ids * torch.tensor([r * r, r, 1], device=keys.device)).sum(-1)
-    patterns, pattern_of_pixel = torch.unique(pattern_keys, return_inverse=True)
+        return none
+    pattern_keys = (row_ids * torch.tensor([r * r, r, 1], device=device)).sum(-1)
+    patterns, pattern_of_needed = torch.unique(pattern_keys, return_inverse=True)
     u = patterns.numel()
     if 3 * u >= boundary_index.numel():
-        return None, None, None
+        return none
     # One representative pixel per pattern: the first pixel that has it.
-    first = torch.full((u,), pattern_of_pixel.numel(), dtype=torch.long, device=keys.device)
-    first.scatter_reduce_(0, pattern_of_pixel, torch.arange(pattern_of_pixel.numel(), device=keys.device), "amin")
+    first = torch.full((u,), needed_index.numel(), dtype=torch.long, device=device)
+    first.scatter_reduce_(0, pattern_of_needed, torch.arange(needed_index.numel(), device=device), "amin")
+    representatives = needed_rows[first]
+    first = needed_index[first]
+    pattern_of_pixel = torch.zeros(n * h * w, dtype=torch.long, device=device)  # read only where needed
+    pattern_of_pixel[needed_index] = pattern_of_needed
     # For each boundary pixel and offset: the row (pattern·9 + offset) of Y, or the zero row
     # u·9 for a neighbour outside the image (the zero padding of the activations).
     bags = []
@@ -191,7 +225,7 @@ def _distinct_patterns(neighbour_index, boundary_index, b_n, b_y, b_x, n, h, w, 
         bags.append(torch.where(inside, pattern_of_pixel[neighbour] * 9 + o, torch.full_like(neighbour, u * 9)))
     bags = torch.stack(bags, dim=1)
     contexts, context_of_pixel = _distinct_rows(bags, 9 * u + 1)
-    return first, contexts, context_of_pixel
+    return first, contexts, context_of_pixel, representatives
 
 
 def _distinct_rows(rows: torch.Tensor, base: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,27 +259,34 @@ def _shared_table(weight: torch.Tensor, num_classes: int, has_edges: bool) -> to
     return torch.cat([keyed, keyed.new_zeros(9, 1, hidden)], dim=1).reshape(9 * (2 * num_classes + 1), hidden)
 
 
-def _label_network(spade, num_classes: int, has_edges: bool) -> tuple[torch.Tensor, ...]:
-    """The label network's weights rearranged for the lookups: the mlp_shared table, Σ_o W_o and
-    the flattened (9·hidden) × 2C weight of γ|β, and their bias. Made once and kept while the
-    weights do not change and no gradient is needed (inference); rebuilt each time in training."""
+def _label_network(spade, num_classes: int, has_edges: bool, by_patterns: bool) -> tuple[torch.Tensor, ...]:
+    """The label network's weights rearranged for the lookups: the mlp_shared table, Σ_o W_o,
+    the γ|β weight as (9·hidden) × 2C for gathered patches or as hidden × (9·2C) for the
+    pattern factoring (only the layout the level uses is made; the other is None), and their
+    bias. Kept while the weights do not change and no gradient is needed (inference); rebuilt
+    each time in training."""
     shared, gamma, beta = spade.mlp_shared[0], spade.mlp_gamma, spade.mlp_beta
     params = (shared.weight, shared.bias, gamma.weight, gamma.bias, beta.weight, beta.bias)
     key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
     cached = spade.__dict__.get("_fast_spade_cache")
     if not grad and cached is not None and cached[0] == key:
-        return cached[1]
-    hidden, channels = shared.out_channels, gamma.out_channels
-    weight = torch.cat([gamma.weight, beta.weight], dim=0)  # γ|β as one conv: 2C × hidden × 3 × 3
-    prepared = (_shared_table(shared.weight, num_classes, has_edges),
-                weight.sum(dim=(2, 3)).t().contiguous(),                                   # Σ_o W_o
-                weight.permute(2, 3, 1, 0).reshape(9 * hidden, 2 * channels).contiguous(),   # patches
-                weight.permute(1, 2, 3, 0).reshape(hidden, 9 * 2 * channels).contiguous(),   # patterns
-                torch.cat([gamma.bias, beta.bias], dim=0))
-    if not grad:
-        spade.__dict__["_fast_spade_cache"] = (key, prepared)
-    return prepared
+        prepared = cached[1]
+    else:
+        prepared = [_shared_table(shared.weight, num_classes, has_edges),
+                    torch.cat([gamma.weight, beta.weight], dim=0).sum(dim=(2, 3)).t().contiguous(),  # Σ_o W_o
+                    None, None, torch.cat([gamma.bias, beta.bias], dim=0)]
+        if not grad:
+            spade.__dict__["_fast_spade_cache"] = (key, prepared)
+    slot = 3 if by_patterns else 2
+    if prepared[slot] is None:
+        hidden, channels = shared.out_channels, gamma.out_channels
+        weight = torch.cat([gamma.weight, beta.weight], dim=0)  # γ|β as one conv: 2C × hidden × 3 × 3
+        if by_patterns:
+            prepared[slot] = weight.permute(1, 2, 3, 0).reshape(hidden, 9 * 2 * channels).contiguous()
+        else:
+            prepared[slot] = weight.permute(2, 3, 1, 0).reshape(9 * hidden, 2 * channels).contiguous()
+    return tuple(prepared)
 
 
 def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
@@ -269,7 +310,16 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
         all_rows = torch.cat([all_rows, extra_rows])
     n, h, w = level.ids.shape
     channels = spade.mlp_gamma.out_channels
-    per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # Pixel-major rows for a channels-last x (inference).
+        per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    else:
+        # Channel-major for an NCHW x (training): pixel-major rows would make the modulated map,
+        # and so every following conv, channels-last, and the convs would copy their (spectral-
+        # normalized, so new each step) weights into that layout, several times per step.
+        table = all_rows.t().unsqueeze(0).expand(n, -1, -1)
+        per_pixel = torch.gather(table, 2, level.pixel_row.view(n, 1, h * w).expand(n, 2 * channels, h * w))
+        per_pixel = per_pixel.view(n, 2 * channels, h, w)
     scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
     if fold:
         centred = x - norm.running_mean.view(1, -1, 1, 1)
@@ -321,7 +371,8 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
     n, h, w = level.ids.shape
     hidden = shared.out_channels
     channels = spade.mlp_gamma.out_channels
-    table, weight_sum, flat_weight, offset_weight, bias = _label_network(spade, num_classes, level.edges is not None)
+    table, weight_sum, flat_weight, offset_weight, bias = _label_network(spade, num_classes, level.edges is not None,
+                                                                         level.pattern_rep is not None)
 
     norm = spade.param_free_norm
     fold = isinstance(norm, torch.nn.BatchNorm2d) and not norm.training and norm.running_mean is not None
@@ -360,7 +411,7 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
         # needed, then the exact 3×3 γ|β conv, by distinct patterns or on gathered patches (zero
         # padding of the activations).
         if level.pattern_rep is not None:
-            actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared.bias)
+            actv = F.relu(F.embedding_bag(level.pattern_neighbours, table, mode="sum") + shared.bias)
             products = (actv @ offset_weight).view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
             products = torch.cat([products, products.new_zeros(1, 2 * channels)])
             parts.append(rows(F.embedding_bag(level.pattern_bag, products, mode="sum") + bias))
@@ -384,7 +435,7 @@ def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weigh
     dtype = torch.result_type(class_actv, weight_sum)
     if level.pattern_rep is not None:
         class_rows = torch.addmm(bias, class_actv, weight_sum)
-        actv = F.relu(F.embedding_bag(level.neighbour_index[level.pattern_rep], table, mode="sum") + shared_bias)
+        actv = F.relu(F.embedding_bag(level.pattern_neighbours, table, mode="sum") + shared_bias)
         patterns = actv.shape[0]
         products = torch.empty(patterns * 9 + 1, 2 * channels, dtype=dtype, device=actv.device)
         torch.mm(actv, offset_weight, out=products[:-1].view(patterns, 9 * 2 * channels))  # W_o · actv_u

@@ -107,9 +107,11 @@ class SPADEGenerator(nn.Module):
             maps = label_maps_from_semantics(seg)
             if maps is not None:
                 seg = maps
-                # channels-last: the residual convs run faster, and the fast SPADE rows are
-                # pixel-major already, so the modulation needs no transposition.
-                x = x.contiguous(memory_format=torch.channels_last)
+                # Inference: channels-last, the residual convs run faster, and the fast SPADE rows
+                # are pixel-major already, so the modulation needs no transposition. Training
+                # stays NCHW (see spade_modulate).
+                if not self.training:
+                    x = x.contiguous(memory_format=torch.channels_last)
         x = self.head_0(x, seg)
         x = self.G_middle_0(x, seg, upsample=True)
         x = self.G_middle_1(x, seg, upsample=self.num_upsampling_layers in ("more", "most"))
