@@ -9,8 +9,8 @@
 # Environment: SPADE (the command, default `spade`), COUNT (training samples, default 3000),
 # DATA_SEED (default 1), GPU_IDS (default 0, -1 for the CPU), WORKERS (data-loading processes per
 # run, default 6), NDF (discriminator width, default 64), BATCH (default 16), SPADE_NORM;
-# EVERY (checkpoint interval in iterations, default 100); LAMBDA_L1 (default 10: the pooled L1
-# term that stands in for the VGG loss, so that the image encoder does not collapse; 0 for off).
+# EVERY (checkpoint interval in iterations, default 100); LAMBDA_L1 (default 0, off: the weight of
+# the pooled L1 term, `--lambda_l1`, a possible stand-in for the VGG loss; not shown to help yet).
 set -euo pipefail
 work=${1:?usage: train_landscape_models.sh WORK_DIR [MINUTES]}
 minutes=${2:-7}
@@ -47,11 +47,11 @@ common=(--dataset_mode custom --label_dir "$work/data/train_label" --image_dir "
 # on the CPU the exact fast path is faster.
 spade_path=()
 [ "$gpu" != "-1" ] && spade_path=(--reference_spade)
-# Without the VGG loss, G(E(x)) is tied to x only by feature matching and the encoder collapses
-# to the prior: an L1 term on 16×16 thumbnails asks for the photo's colours (SPADE only: the
-# pix2pixHD baseline has no encoder).
+# Without the VGG loss, G(E(x)) is tied to x only by feature matching and the encoder may collapse
+# to the prior; LAMBDA_L1 > 0 adds an L1 term on 16×16 thumbnails (SPADE only: the pix2pixHD
+# baseline has no encoder).
 $spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 \
-    --norm_G "$spade_norm" --lambda_l1 "${LAMBDA_L1:-10}" --l1_downsample 16 "${spade_path[@]}" "${common[@]}" > "$work/spade_train.log" 2>&1 &
+    --norm_G "$spade_norm" --lambda_l1 "${LAMBDA_L1:-0}" --l1_downsample 16 "${spade_path[@]}" "${common[@]}" > "$work/spade_train.log" 2>&1 &
 spade_pid=$!
 $spade train --name pix2pixhd_landscapes --netG pix2pixhd --ngf 18 \
     "${common[@]}" > "$work/pix2pixhd_train.log" 2>&1 &
