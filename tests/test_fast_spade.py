@@ -317,3 +317,26 @@ def test_paired_upsampling_modulation_equals_the_reference(norm):
     # the issue's image tolerance; measured: 0 for BatchNorm, 7e-6 for instance norm (whose
     # reference path is itself 4e-6 from the float64 value)
     assert float((paired - reference).abs().max()) <= 1e-4
+
+
+def test_interiors_follow_their_definition():
+    """A pixel is interior when its 5×5 window lies inside the image and holds one class and no
+    instance edge: the equal-neighbour runs give exactly the pixels that 5×5 max/min pooling of
+    the class ids and edges, with the border excluded, gives."""
+    from spade.nn.fast_spade import _uniform_5x5
+
+    g = torch.Generator().manual_seed(0)
+    for size, classes in ((3, 2), (9, 2), (23, 3), (40, 5)):
+        ids = torch.randint(0, classes, (2, 1, size // 3 + 1, size // 3 + 1), generator=g)
+        ids = F.interpolate(ids.float(), size=(size, size + 2), mode="nearest").long()  # regions, not noise
+        edges = (torch.rand(2, 1, size, size + 2, generator=g) < 0.03).float()
+        as_float = ids.float()
+        same = F.max_pool2d(as_float, 5, 1, 2) == -F.max_pool2d(-as_float, 5, 1, 2)
+        no_edge = F.max_pool2d(edges, 5, 1, 2) == 0
+        inside = torch.zeros_like(same)
+        inside[:, :, 2:-2, 2:-2] = True
+        expected = (same & no_edge & inside)[:, 0]
+        keys = ids[:, 0] * 2 + edges[:, 0].long()
+        found = _uniform_5x5(keys, 2 * classes)
+        assert torch.equal(found, expected)
+        assert size < 20 or (found.any() and not found.all())  # the larger maps have both kinds
