@@ -92,7 +92,12 @@ class SPADEResnetBlock(nn.Module):
             # norm_s and norm_0 (the latter with its ReLU) in one pass over x.
             pair = spade_modulate_pair(self.norm_s, self.norm_0, x, seg, upsample, None, 0.2)
         if pair is not None:
-            x_s, dx = self.conv_s(pair[0]), self.conv_0(pair[1])
+            shortcut_in, main_in = pair
+            del pair  # each modulated map is freed once its conv has read it
+            x_s = self.conv_s(shortcut_in)
+            del shortcut_in
+            dx = self.conv_0(main_in)
+            del main_in
         else:
             if upsample:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
