@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .nn.prepacked import prepack_convolutions, unpack_convolutions
+
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:
     """Replace spectral norm by plain weights W/σ (σ from the stored vectors, no power iteration:
@@ -29,16 +31,16 @@ def fold_spectral_norm(module: nn.Module) -> nn.Module:
 
 
 def prepare_for_inference(module: nn.Module) -> nn.Module:
-    """Fold spectral norm and store the conv weights channels-last, in place: the fast SPADE path
-    runs its convs on channels-last activations, and channels-last weights spare oneDNN a weight
-    reorder at every call."""
+    """Fold spectral norm, store the conv weights channels-last and pack them for oneDNN once
+    (``PrepackedConv2d``), in place: the fast SPADE path runs its convs on channels-last
+    activations, and a packed weight spares oneDNN a weight reorder at every call."""
     fold_spectral_norm(module)
-    return module.to(memory_format=torch.channels_last)
+    return prepack_convolutions(module.to(memory_format=torch.channels_last))
 
 
 def inference_copy(generator: nn.Module) -> nn.Module:
     """An eval-mode copy with spectral norm folded into plain weights, on the reference path."""
-    folded = copy.deepcopy(generator).to(memory_format=torch.contiguous_format)  # plain strides for export
+    folded = unpack_convolutions(copy.deepcopy(generator)).to(memory_format=torch.contiguous_format)  # plain ops, plain strides
     if hasattr(folded, "fast_spade"):
         folded.fast_spade = False  # data-dependent index ops do not belong in a static graph
     return fold_spectral_norm(folded)

@@ -1,0 +1,97 @@
+"""Convolutions whose weights are reordered for oneDNN once, not at every call.
+
+On CPU, ``F.conv2d`` hands oneDNN the weight in PyTorch's layout, and oneDNN reorders it into
+its blocked layout at every call. For the generator's wide layers at low resolution (1024→1024
+3×3 at 8×4 pixels: 38 MB of weights for 0.3 GFLOP) the reorder costs several times the
+convolution itself: 22 ms against 4 ms on a 2-core Xeon. ``PrepackedConv2d`` keeps the reordered
+weight and calls oneDNN's convolution with it (the op behind PyTorch's own frozen-graph
+optimisation). On channels-last float32 input it gives the same bits as ``F.conv2d``.
+
+It only changes how an inference forward runs: the parameters, the state dict and every other
+case (gradients, CUDA, other dtypes, padding modes, tracing and export) stay those of
+``nn.Conv2d``. The packed weight is rebuilt whenever the weight changes in place (its version
+counter) or moves.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class PrepackedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with its weight packed once for oneDNN, used for inference on CPU."""
+
+    _packed: torch.Tensor | None = None
+    _packed_key: tuple | None = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "PrepackedConv2d":
+        """A packed conv sharing ``conv``'s parameters (same state-dict keys and values)."""
+        packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                     bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
+        packed.weight = conv.weight
+        packed.bias = conv.bias
+        packed.train(conv.training)
+        return packed
+
+    def _can_pack(self, x: torch.Tensor) -> bool:
+        return (_usable and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+                and self.weight.dtype == torch.float32 and self.weight.device.type == "cpu"
+                and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+                and not torch.onnx.is_in_onnx_export())
+
+    def _packed_weight(self) -> torch.Tensor:
+        w = self.weight
+        key = (w.data_ptr(), w._version, tuple(w.shape))
+        if self._packed is None or self._packed_key != key:
+            self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                w.detach().contiguous().to_mkldnn(), list(self.padding), list(self.stride),
+                list(self.dilation), self.groups)
+            self._packed_key = key
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._can_pack(x):
+            return super().forward(x)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_weight(), None if self.bias is None else self.bias.detach(),
+            list(self.padding), list(self.stride), list(self.dilation), self.groups, "none", [], "")
+
+    def __getstate__(self):
+        # The packed weight is an opaque oneDNN tensor: copies and pickles rebuild it on first use.
+        state = super().__getstate__().copy()
+        state.pop("_packed", None)
+        state.pop("_packed_key", None)
+        return state
+
+
+def prepack_convolutions(module: nn.Module) -> nn.Module:
+    """Replace every plain ``nn.Conv2d`` inside ``module`` by a ``PrepackedConv2d`` sharing its
+    parameters, in place; returns the module."""
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d:
+                setattr(parent, name, PrepackedConv2d.from_conv(child))
+    return module
+
+
+def unpack_convolutions(module: nn.Module) -> nn.Module:
+    """The inverse of ``prepack_convolutions``: plain ``nn.Conv2d`` modules again, in place."""
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PrepackedConv2d):
+                plain = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
+                                  stride=child.stride, padding=child.padding, dilation=child.dilation,
+                                  groups=child.groups, bias=child.bias is not None,
+                                  padding_mode=child.padding_mode, device="meta")
+                plain.weight, plain.bias = child.weight, child.bias
+                plain.train(child.training)
+                setattr(parent, name, plain)
+    return module
