@@ -121,8 +121,9 @@ class SPADEGenerator(nn.Module):
             x = block(x, seg, upsample=True)
         if self.num_upsampling_layers == "most":
             x = self.up_4(x, seg, upsample=True)
-        x = self.conv_img(F.leaky_relu(x, 0.2))
-        return torch.tanh(x)
+        # x is the last block's fresh output: at inference the ReLU may overwrite it.
+        x = F.leaky_relu_(x, 0.2) if not torch.is_grad_enabled() else F.leaky_relu(x, 0.2)
+        return torch.tanh(self.conv_img(x))
 
 
 class ResnetBlock(nn.Module):
