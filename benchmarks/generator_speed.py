@@ -1,6 +1,6 @@
 """Reference SPADE path vs the fast exact path: generator inference and one training iteration.
 
-Usage: python benchmarks/generator_speed.py [--repeats N] [--threads T] [--profile K]
+Usage: python benchmarks/generator_speed.py [--repeats N] [--threads T] [--profile K] [--bf16]
 
 In one run on this machine (batch 1, fp32, random weights at the official widths, ngf 64), for
 Cityscapes (35 labels + instance edges, 512×256, 'more'; a drawn street scene), COCO-Stuff
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from spade.export import prepare_for_inference
+from spade.nn.prepacked import set_compute_dtype
 from spade.config import DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig
 from spade.models import build_networks
 from spade.nn.generator import SPADEGenerator
@@ -98,34 +99,38 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def time_generator(generator, semantics, z, repeats: int) -> dict:
+def time_generator(generator, semantics, z, repeats: int, bf16: bool = False) -> dict:
     """Reference: the generator as the official code runs it. Fast: the fast SPADE path, with
-    spectral norm folded and conv weights channels-last at load time, as ``Synthesizer`` does. The two alternate, so that a
-    slower spell of this shared machine hits both; the best time of each is kept."""
+    spectral norm folded and conv weights packed at load time, as ``Synthesizer`` does. With
+    ``bf16``, also the fast path with its convolutions in bfloat16 (``--precision bf16``, opt-in,
+    not exact). The paths alternate, so that a slower spell of this shared machine hits all of
+    them; the best time of each is kept."""
     folded = prepare_for_inference(copy.deepcopy(generator))
-    nets = {False: generator, True: folded}
-    times: dict[bool, list[float]] = {False: [], True: []}
-    system: dict[bool, list[float]] = {False: [], True: []}
-    cpu: dict[bool, list[float]] = {False: [], True: []}
-    faults: dict[bool, list[int]] = {False: [], True: []}
+    nets = {"reference": generator, "fast": folded}
+    if bf16:
+        nets["bf16"] = set_compute_dtype(prepare_for_inference(copy.deepcopy(generator)), torch.bfloat16)
+    times: dict[str, list[float]] = {name: [] for name in nets}
+    system: dict[str, list[float]] = {name: [] for name in nets}
+    cpu: dict[str, list[float]] = {name: [] for name in nets}
+    faults: dict[str, list[int]] = {name: [] for name in nets}
     outs = {}
     with torch.no_grad():
-        for fast, net in nets.items():
-            net.fast_spade = fast
-            outs[fast] = net(semantics, z)  # warm-up (and the fast path's weight tables)
+        for name, net in nets.items():
+            net.fast_spade = name != "reference"
+            outs[name] = net(semantics, z)  # warm-up (and the fast path's weight tables)
         for _ in range(repeats):
-            for fast, net in nets.items():
+            for name, net in nets.items():
                 before = resource.getrusage(resource.RUSAGE_SELF)
                 start = time.perf_counter()
-                outs[fast] = net(semantics, z)
-                times[fast].append(time.perf_counter() - start)
+                outs[name] = net(semantics, z)
+                times[name].append(time.perf_counter() - start)
                 after = resource.getrusage(resource.RUSAGE_SELF)
-                system[fast].append(after.ru_stime - before.ru_stime)
-                cpu[fast].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-                faults[fast].append(after.ru_minflt - before.ru_minflt)
+                system[name].append(after.ru_stime - before.ru_stime)
+                cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+                faults[name].append(after.ru_minflt - before.ru_minflt)
     # Page faults: fresh large buffers come from mmap and are faulted in page by page, in kernel
     # time (the "system" seconds), on every forward.
-    return {fast: (min(times[fast]), outs[fast], min(system[fast]), min(faults[fast]), min(cpu[fast])) for fast in nets}
+    return {name: (min(times[name]), outs[name], min(system[name]), min(faults[name]), min(cpu[name])) for name in nets}
 
 
 def profile_fast(generator, semantics, z, rows: int) -> None:
@@ -192,6 +197,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-training", action="store_true")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time the fast path with bfloat16 convolutions (--precision bf16)")
     parser.add_argument("--profile", type=int, default=0, metavar="K",
                         help="print the K most expensive operators of the fast path per config")
     args = parser.parse_args()
@@ -219,11 +226,19 @@ def main() -> None:
         generator = SPADEGenerator(semantics.shape[1], ngf=64, **kwargs)
         z = torch.randn(1, 256) if with_z else None
         randomize(generator, semantics, z)
-        r = time_generator(generator, semantics, z, args.repeats)
-        diff = float((r[True][1] - r[False][1]).abs().max())
-        print(f"{name:<42} {r[False][0]:>11.3f} {r[True][0]:>8.3f} {r[False][0] / r[True][0]:>6.2f}"
-              f" {r[False][4] / r[True][4]:>9.2f} {diff:>14.2e}"
-              f"  {r[False][2]:>10.2f} / {r[True][2]:<8.2f}  {r[False][3]:>11d} / {r[True][3]:<10d}")
+        r = time_generator(generator, semantics, z, args.repeats, bf16=args.bf16)
+        ref, fast = r["reference"], r["fast"]
+        diff = float((fast[1] - ref[1]).abs().max())
+        print(f"{name:<42} {ref[0]:>11.3f} {fast[0]:>8.3f} {ref[0] / fast[0]:>6.2f}"
+              f" {ref[4] / fast[4]:>9.2f} {diff:>14.2e}"
+              f"  {ref[2]:>10.2f} / {fast[2]:<8.2f}  {ref[3]:>11d} / {fast[3]:<10d}")
+        if args.bf16:
+            low = r["bf16"]
+            # In 8-bit pixel levels: images are written as PNGs, (x + 1) · 127.5.
+            levels = (low[1] - ref[1]).abs() * 127.5
+            print(f"  {'fast path, bf16 convolutions (not exact)':<40} {low[0]:>8.3f} s {ref[0] / low[0]:>6.2f}×"
+                  f" (cpu {ref[4] / low[4]:.2f}×; {fast[0] / low[0]:.2f}× the fp32 fast path); image vs reference:"
+                  f" max {float(levels.max()):.2f}/255, mean {float(levels.mean()):.3f}/255")
         if args.profile:
             profile_fast(generator, semantics, z, args.profile)
     if not args.no_training:

@@ -119,3 +119,28 @@ def test_prepared_generator_matches_the_reference_and_exports_plain(monkeypatch)
             assert torch.equal(outputs[True, fast], outputs[False, fast])
     exported = inference_copy(prepared)
     assert not any(isinstance(m, PrepackedConv2d) for m in exported.modules())
+
+
+@pytest.mark.parametrize("packable", [True, False])
+def test_bf16_compute_dtype_runs_the_conv_in_bf16(packable, monkeypatch):
+    if packable and not prepacked._usable:
+        pytest.skip("this torch build has no oneDNN convolution op")
+    monkeypatch.setattr(prepacked, "_usable", packable)
+    conv = _conv(16, 8, 3).to(memory_format=torch.channels_last)
+    packed = PrepackedConv2d.from_conv(conv)
+    packed.compute_dtype = torch.bfloat16
+    x = torch.randn(2, 16, 12, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = packed(x)
+        exact = F.conv2d(x, conv.weight, conv.bias, padding=1)
+        in_bf16 = F.conv2d(x.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16(), padding=1).float()
+    assert got.dtype == torch.float32
+    assert packed._packed.dtype == torch.bfloat16 or packed._packed.is_mkldnn
+    assert packed._packed_key[-1] == packable
+    # bf16 operands and output (8-bit mantissa): off the fp32 conv, on the bf16 conv.
+    assert not torch.equal(got, exact)
+    torch.testing.assert_close(got, exact, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got, in_bf16, rtol=1e-2, atol=1e-2)
+    packed.compute_dtype = None                       # back to the exact path
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), exact, rtol=1e-5, atol=1e-5)

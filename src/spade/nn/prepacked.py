@@ -23,10 +23,16 @@ _usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_c
 
 
 class PrepackedConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with its weight packed once for oneDNN, used for inference on CPU."""
+    """``nn.Conv2d`` with its weight packed once for oneDNN, used for inference on CPU.
+
+    ``compute_dtype`` (None, or ``torch.bfloat16``; set by :func:`set_compute_dtype`) runs the
+    inference convolution in that dtype, on any device, and returns the input's dtype: an opt-in
+    speed-for-exactness trade (bf16 convs use AMX / tensor cores), not the reference arithmetic.
+    """
 
     _packed: torch.Tensor | None = None
     _packed_key: tuple | None = None
+    compute_dtype: torch.dtype | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "PrepackedConv2d":
@@ -39,30 +45,45 @@ class PrepackedConv2d(nn.Conv2d):
         packed.train(conv.training)
         return packed
 
-    def _can_pack(self, x: torch.Tensor) -> bool:
-        return (_usable and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-                and self.weight.dtype == torch.float32 and self.weight.device.type == "cpu"
-                and self.padding_mode == "zeros" and not isinstance(self.padding, str)
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+    def _inference(self, x: torch.Tensor) -> bool:
+        return (not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
                 and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
                 and not torch.onnx.is_in_onnx_export())
 
-    def _packed_weight(self) -> torch.Tensor:
+    def _can_pack(self, x: torch.Tensor) -> bool:
+        return (_usable and x.device.type == "cpu" and x.dim() == 4
+                and x.dtype in (torch.float32, torch.bfloat16) and self.weight.dtype == torch.float32
+                and self.weight.device.type == "cpu"
+                and self.padding_mode == "zeros" and not isinstance(self.padding, str))
+
+    def _weight_as(self, dtype: torch.dtype, packed: bool) -> torch.Tensor:
+        """The weight in ``dtype``, packed for oneDNN or not; made once per weight version."""
         w = self.weight
-        key = (w.data_ptr(), w._version, tuple(w.shape))
+        key = (w.data_ptr(), w._version, tuple(w.shape), w.device, dtype, packed)
         if self._packed is None or self._packed_key != key:
-            self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                w.detach().contiguous().to_mkldnn(), list(self.padding), list(self.stride),
-                list(self.dilation), self.groups)
-            self._packed_key = key
+            weight = w.detach().to(dtype)
+            if packed:
+                weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    weight.contiguous().to_mkldnn(), list(self.padding), list(self.stride),
+                    list(self.dilation), self.groups)
+            self._packed, self._packed_key = weight, key
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._can_pack(x):
+        if not self._inference(x):
             return super().forward(x)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self._packed_weight(), None if self.bias is None else self.bias.detach(),
-            list(self.padding), list(self.stride), list(self.dilation), self.groups, "none", [], "")
+        dtype = self.compute_dtype or x.dtype
+        if dtype == x.dtype and not self._can_pack(x):
+            return super().forward(x)
+        x_in = x.to(dtype)
+        bias = None if self.bias is None else self.bias.detach().to(dtype)
+        if self._can_pack(x_in):
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x_in, self._weight_as(dtype, packed=True), bias, list(self.padding), list(self.stride),
+                list(self.dilation), self.groups, "none", [], "")
+        else:
+            y = self._conv_forward(x_in, self._weight_as(dtype, packed=False), bias)
+        return y.to(x.dtype)
 
     def __getstate__(self):
         # The packed weight is an opaque oneDNN tensor: copies and pickles rebuild it on first use.
@@ -70,6 +91,15 @@ class PrepackedConv2d(nn.Conv2d):
         state.pop("_packed", None)
         state.pop("_packed_key", None)
         return state
+
+
+def set_compute_dtype(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """Run every ``PrepackedConv2d`` in ``module`` in ``dtype`` at inference (None: the input's
+    dtype, the exact default); returns the module."""
+    for layer in module.modules():
+        if isinstance(layer, PrepackedConv2d):
+            layer.compute_dtype = dtype
+    return module
 
 
 def prepack_convolutions(module: nn.Module) -> nn.Module:
