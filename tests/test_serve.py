@@ -436,6 +436,9 @@ def test_cli_serve_needs_a_model(monkeypatch, tmp_path, model_path):
         info = client.get("/api/model").json()
         assert info["name"] == "tiny" and info["limits"]["max_upload_bytes"] == 1024 * 1024
         assert info["limits"]["max_batch"] == 2
+    assert started["app"].state.demo.synthesizer.precision == "fp32"
+    assert cli.main(["serve", "--checkpoint", str(model_path), "--gpu_ids", "-1", "--precision", "bf16"]) == 0
+    assert started["app"].state.demo.synthesizer.precision == "bf16"
     # the bundled model (here: the tiny one named by SPADE_BUNDLED_MODEL) is the default
     monkeypatch.setenv("SPADE_BUNDLED_MODEL", str(model_path))
     assert cli.main(["serve", "--gpu_ids", "-1"]) == 0

@@ -382,14 +382,15 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
 def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           device: str | torch.device | None = None, limits: Limits | None = None,
           extra_presets: Sequence[str | Path] = (), background: str | int | None = None,
-          log_level: str = "info") -> None:
-    """Load a checkpoint (default: the bundled model) and serve the demo until interrupted."""
+          log_level: str = "info", precision: str = "fp32") -> None:
+    """Load a checkpoint (default: the bundled model) and serve the demo until interrupted;
+    ``precision`` as in :class:`Synthesizer`."""
     import uvicorn
 
     from .. import bundled
 
     path = bundled.require_bundled_model() if checkpoint is None else Path(checkpoint)
-    synthesizer = Synthesizer.from_checkpoint(path, device=device)
+    synthesizer = Synthesizer.from_checkpoint(path, device=device, precision=precision)
     presets = None
     if extra_presets:
         size = synthesizer.output_size
