@@ -10,7 +10,9 @@
 # DATA_SEED (default 1), GPU_IDS (default 0, -1 for the CPU), WORKERS (data-loading processes per
 # run, default 6), NDF (discriminator width, default 64), BATCH (default 16), SPADE_NORM;
 # EVERY (checkpoint interval in iterations, default 100); LAMBDA_L1 (default 0, off: the weight of
-# the pooled L1 term, `--lambda_l1`, a possible stand-in for the VGG loss; not shown to help yet).
+# the pooled L1 term, `--lambda_l1`, a possible stand-in for the VGG loss; not shown to help yet);
+# VGG19_WEIGHTS (a torchvision vgg19 weights file; both runs then train with the paper's VGG
+# loss, which SPADE's encoder needs to be used; default: none, no VGG loss).
 set -euo pipefail
 work=${1:?usage: train_landscape_models.sh WORK_DIR [MINUTES]}
 minutes=${2:-7}
@@ -32,11 +34,14 @@ if [ ! -f "$work/data/.complete" ]; then
     touch "$work/data/.complete"
 fi
 
-# Options both runs share: the data, the batch, the losses (no VGG: its weights are not
-# bundled), TTUR at the official rates, EMA, and the checkpoint rhythm.
-common=(--dataset_mode custom --label_dir "$work/data/train_label" --image_dir "$work/data/train_img"
+# Options both runs share: the data, the batch, the losses (VGG only with VGG19_WEIGHTS: its
+# weights are a file the user passes in, never fetched), TTUR at the official rates, EMA, and the
+# checkpoint rhythm.
+vgg=(--no_vgg_loss)
+if [ -n "${VGG19_WEIGHTS:-}" ]; then vgg=(--vgg_path "$VGG19_WEIGHTS"); fi
+common=("${vgg[@]}" --dataset_mode custom --label_dir "$work/data/train_label" --image_dir "$work/data/train_img"
         --label_nc 182 --contain_dontcare_label --no_instance --crop_size 256 --load_size 286
-        --ndf "$ndf" --batchSize $batch --niter 100000 --no_vgg_loss --ema --max_minutes "$minutes"
+        --ndf "$ndf" --batchSize $batch --niter 100000 --ema --max_minutes "$minutes"
         --save_latest_freq $((every * batch)) --keep_checkpoints 1000 --save_epoch_freq 100000
         --display_freq $((every * batch)) --print_freq $((10 * batch)) --nThreads "$workers"
         --gpu_ids "$gpu" --checkpoints_dir "$work/runs" --no_progress)
@@ -51,7 +56,8 @@ spade_path=()
 # to the prior; LAMBDA_L1 > 0 adds an L1 term on 16×16 thumbnails (SPADE only: the pix2pixHD
 # baseline has no encoder).
 $spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 \
-    --norm_G "$spade_norm" --lambda_l1 "${LAMBDA_L1:-0}" --l1_downsample 16 "${spade_path[@]}" "${common[@]}" > "$work/spade_train.log" 2>&1 &
+    --norm_G "$spade_norm" --lambda_l1 "${LAMBDA_L1:-0}" --l1_downsample 16 "${spade_path[@]}" "${common[@]}" \
+    > "$work/spade_train.log" 2>&1 &
 spade_pid=$!
 $spade train --name pix2pixhd_landscapes --netG pix2pixhd --ngf 18 \
     "${common[@]}" > "$work/pix2pixhd_train.log" 2>&1 &
