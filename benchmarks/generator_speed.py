@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from spade.export import prepare_for_inference
-from spade.nn.prepacked import set_compute_dtype
 from spade.config import DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig
+from spade.export import prepare_for_inference
 from spade.models import build_networks
 from spade.nn.generator import SPADEGenerator
+from spade.nn.prepacked import set_compute_dtype
 from spade.semantics import build_semantics
 from spade.training.steps import StepNetworks, discriminator_losses, generator_losses
 

@@ -350,7 +350,7 @@ def test_bf16_precision_is_close_on_the_bundled_model(tmp_path):
     style = torch.rand(3, 256, 256) * 2 - 1
     for variant in range(2):
         label = landscape(variant, size=256)
-        for kwargs in (dict(seed=3), dict(style=style, seed=3)):
+        for kwargs in ({"seed": 3}, {"style": style, "seed": 3}):
             a, b = exact.synthesize(label, **kwargs), low.synthesize(label, **kwargs)
             assert a.dtype == b.dtype == torch.float32
             levels = (a - b).abs() * 127.5                 # in 8-bit pixel levels

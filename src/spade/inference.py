@@ -23,9 +23,9 @@ from .config import ModelConfig, SemanticsConfig
 from .export import prepare_for_inference
 from .imageio import read_id_map, read_image, to_pil
 from .models import Networks
-from .nn.prepacked import set_compute_dtype
 from .nn.encoder import reparameterize
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
+from .nn.prepacked import set_compute_dtype
 from .palettes import Palette, palette_for
 from .semantics import build_semantics, validate_labels
 

@@ -2,7 +2,7 @@
 
 On CPU, ``F.conv2d`` hands oneDNN the weight in PyTorch's layout, and oneDNN reorders it into
 its blocked layout at every call. For the generator's wide layers at low resolution (1024→1024
-3×3 at 8×4 pixels: 38 MB of weights for 0.3 GFLOP) the reorder costs several times the
+3×3 at 8×4 pixels: 38 MB of weights for 0.3 G multiply-adds) the reorder costs several times the
 convolution itself: 22 ms against 4 ms on a 2-core Xeon. ``PrepackedConv2d`` keeps the reordered
 weight and calls oneDNN's convolution with it (the op behind PyTorch's own frozen-graph
 optimisation). On channels-last float32 input it gives the same bits as ``F.conv2d``.
@@ -10,13 +10,13 @@ optimisation). On channels-last float32 input it gives the same bits as ``F.conv
 It only changes how an inference forward runs: the parameters, the state dict and every other
 case (gradients, CUDA, other dtypes, padding modes, tracing and export) stay those of
 ``nn.Conv2d``. The packed weight is rebuilt whenever the weight changes in place (its version
-counter) or moves.
+counter) or moves. Opt-in, ``set_compute_dtype(module, torch.bfloat16)`` runs the inference
+convolutions in bfloat16 (``--precision bf16``), which is fast but not exact.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 _usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -35,7 +35,7 @@ class PrepackedConv2d(nn.Conv2d):
     compute_dtype: torch.dtype | None = None
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "PrepackedConv2d":
+    def from_conv(cls, conv: nn.Conv2d) -> PrepackedConv2d:
         """A packed conv sharing ``conv``'s parameters (same state-dict keys and values)."""
         packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
