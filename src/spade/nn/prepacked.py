@@ -37,13 +37,7 @@ class PrepackedConv2d(nn.Conv2d):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> PrepackedConv2d:
         """A packed conv sharing ``conv``'s parameters (same state-dict keys and values)."""
-        packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                     bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
-        packed.weight = conv.weight
-        packed.bias = conv.bias
-        packed.train(conv.training)
-        return packed
+        return _same_conv(conv, cls)
 
     def _inference(self, x: torch.Tensor) -> bool:
         return (not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
@@ -73,14 +67,14 @@ class PrepackedConv2d(nn.Conv2d):
         if not self._inference(x):
             return super().forward(x)
         dtype = self.compute_dtype or x.dtype
-        if dtype == x.dtype and not self._can_pack(x):
-            return super().forward(x)
         x_in = x.to(dtype)
         bias = None if self.bias is None else self.bias.detach().to(dtype)
         if self._can_pack(x_in):
             y = torch.ops.mkldnn._convolution_pointwise(
                 x_in, self._weight_as(dtype, packed=True), bias, list(self.padding), list(self.stride),
                 list(self.dilation), self.groups, "none", [], "")
+        elif dtype == x.dtype:
+            return super().forward(x)
         else:
             y = self._conv_forward(x_in, self._weight_as(dtype, packed=False), bias)
         return y.to(x.dtype)
@@ -117,11 +111,14 @@ def unpack_convolutions(module: nn.Module) -> nn.Module:
     for parent in module.modules():
         for name, child in list(parent.named_children()):
             if isinstance(child, PrepackedConv2d):
-                plain = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
-                                  stride=child.stride, padding=child.padding, dilation=child.dilation,
-                                  groups=child.groups, bias=child.bias is not None,
-                                  padding_mode=child.padding_mode, device="meta")
-                plain.weight, plain.bias = child.weight, child.bias
-                plain.train(child.training)
-                setattr(parent, name, plain)
+                setattr(parent, name, _same_conv(child, nn.Conv2d))
     return module
+
+
+def _same_conv(conv: nn.Conv2d, cls: type[nn.Conv2d]) -> nn.Conv2d:
+    """A ``cls`` with ``conv``'s hyperparameters, sharing its parameter tensors (no copy)."""
+    same = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+               padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+               bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
+    same.weight, same.bias = conv.weight, conv.bias
+    return same.train(conv.training)
