@@ -235,11 +235,11 @@ def train(run: RunConfig, *, resume: bool = False, device: str | torch.device | 
 
 
 def _check_finite(losses: dict[str, torch.Tensor], step: int, ctx: Distributed, checkpoints_dir: Path) -> None:
-    finite = torch.tensor([all(bool(torch.isfinite(v.detach()).all()) for v in losses.values())], dtype=torch.int32)
+    # One flag on the losses' device and one read of it: a read per loss would wait for the GPU
+    # once per term (7 times per iteration) and keep the CPU from queueing the next work.
+    finite = torch.stack([torch.isfinite(v.detach()).all() for v in losses.values()]).all().to(torch.int32)
     if ctx.enabled:
-        device_flag = finite.to(next(iter(losses.values())).device)
-        dist.all_reduce(device_flag, op=dist.ReduceOp.MIN)  # every rank stops together
-        finite = device_flag.cpu()
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every rank stops together
     if bool(finite.item()):
         return
     values = ", ".join(f"{k} = {float(v.detach().float().mean()):.4g}" for k, v in losses.items())
