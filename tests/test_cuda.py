@@ -11,14 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spade import bundled
 from spade.inference import Synthesizer
 from spade.semantics import build_semantics
 from spade.training.loop import train
 
 from conftest import OFFICIAL, float64_user_path_error
 from test_fast_spade import _generator, _label_maps, _run
-from test_synthesize import landscape
+from test_synthesize import bf16_is_close_on_the_bundled_model
 from test_training import tiny_run, weights
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -79,18 +78,7 @@ def test_training_runs_and_resumes_on_cuda(tmp_path, amp, channels_last):
     assert saved and all(torch.isfinite(t).all() for t in saved.values())
 
 
+
 def test_bf16_precision_on_cuda():
-    """``precision="bf16"`` on the GPU (cuDNN's bfloat16 convolutions, everything else float32):
-    on the bundled model's trained weights, images within a pixel level of the float32 ones."""
-    if bundled.bundled_model_path() is None:
-        pytest.skip("the bundled model is not installed")
-    exact = Synthesizer.from_checkpoint(device="cuda")
-    low = Synthesizer.from_checkpoint(device="cuda", precision="bf16")
-    style = torch.rand(3, 256, 256) * 2 - 1
-    for variant in range(2):
-        label = landscape(variant, size=256)
-        for kwargs in ({"seed": 3}, {"style": style, "seed": 3}):
-            a, b = exact.synthesize(label, **kwargs), low.synthesize(label, **kwargs)
-            assert a.is_cuda and b.is_cuda and a.dtype == b.dtype == torch.float32
-            levels = (a - b).abs() * 127.5                 # in 8-bit pixel levels
-            assert 0 < float(levels.max()) < 1 and float(levels.mean()) < 0.15, (float(levels.max()), float(levels.mean()))
+    """``precision="bf16"`` on the GPU (cuDNN's bfloat16 convolutions, everything else float32)."""
+    bf16_is_close_on_the_bundled_model("cuda")
