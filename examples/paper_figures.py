@@ -6,8 +6,11 @@
 - ``styles.png`` (Fig. 1): rows are label maps, columns reference images whose style the image
   encoder reads; the first column shows the label maps.
 - ``multimodal.png`` (Fig. 9): one label map, several random style codes.
+- ``comparison.png`` (Fig. 5), with ``--pix2pixhd``: held-out label maps, the real photos,
+  pix2pixHD's pictures and SPADE's (random style).
 
     python examples/paper_figures.py --spade CKPT [--pix2pixhd CKPT] --labels DIR --images DIR --out DIR
+        [--colors 256]
 
 ``--labels`` / ``--images`` are a ``custom``-layout data set (e.g. a landscapes validation set);
 label maps are taken in sorted order, style images by index. Each figure is also written as a
@@ -82,6 +85,17 @@ def style_figure(spade: Synthesizer, labels: list[Path], styles: list[Path]) -> 
     return grid([header] + rows, ["label \\ style"] + [f"style {i + 1}" for i in range(len(styles))])
 
 
+def comparison_figure(spade: Synthesizer, pix2pixhd: Synthesizer, labels: list[Path],
+                      images: list[Path]) -> Image.Image:
+    columns = []
+    for label_path, image_path in zip(labels, images):
+        label = read_id_map(label_path)
+        columns.append([colorized(label), Image.open(image_path).convert("RGB"), pix2pixhd(label)[0],
+                        spade(label, seed=0)[0]])
+    rows = [list(row) for row in zip(*columns)]  # rows: label, photo, pix2pixHD, SPADE
+    return grid(rows)
+
+
 def multimodal_figure(spade: Synthesizer, label_path: Path, image_path: Path, samples: int) -> Image.Image:
     label = read_id_map(label_path)
     row = [colorized(label), Image.open(image_path).convert("RGB")]
@@ -92,7 +106,7 @@ def multimodal_figure(spade: Synthesizer, label_path: Path, image_path: Path, sa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spade", required=True, help="SPADE checkpoint with an image encoder")
-    parser.add_argument("--pix2pixhd", help="pix2pixHD checkpoint (for the uniform-map comparison)")
+    parser.add_argument("--pix2pixhd", help="pix2pixHD checkpoint (for the uniform-map and side-by-side comparisons)")
     parser.add_argument("--labels", required=True, help="folder of label maps (class ids)")
     parser.add_argument("--images", required=True, help="folder of the matching photos (style references)")
     parser.add_argument("--out", required=True)
@@ -100,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--styles", type=int, default=5)
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--colors", type=int, default=0,
+                        help="store each figure with at most this many colours (256 makes the PNGs about "
+                             "four times smaller, as docs/figures holds them); 0: full colour")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -123,8 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         "multimodal.png": ("Fig. 9 in miniature: one label map, several random style codes",
                            multimodal_figure(spade, row_labels[0], images[picks[0]], args.samples)),
     }
+    if pix2pixhd is not None:
+        figures["comparison.png"] = (
+            "Fig. 5 in miniature: held-out label maps, the real photos, pix2pixHD, SPADE (random style)",
+            comparison_figure(spade, pix2pixhd, [labels[i] for i in picks], [images[i] for i in picks]))
     for name, (_, image) in figures.items():
-        save_png_atomic(image, out / name)
+        save_png_atomic(image.quantize(args.colors, kmeans=1) if args.colors else image, out / name)
     page = "".join(f"<figure><img src='{name}'><figcaption>{html.escape(caption)}</figcaption></figure>"
                    for name, (caption, _) in figures.items())
     (out / "figures.html").write_text(f"<!doctype html><meta charset='utf-8'><title>figures</title>{page}\n")
