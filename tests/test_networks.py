@@ -148,6 +148,41 @@ def test_discriminator_scales_and_features():
     assert all(len(scale) == 1 for scale in d(torch.randn(1, 8, 64, 64)))
 
 
+@pytest.mark.parametrize("norm", ["spectralinstance", "spectralbatch"])
+def test_discriminator_on_pairs_is_the_discriminator_on_the_concatenation(norm):
+    """Semantic maps and images given apart (how training calls D) compute what the official
+    concatenated input does: outputs and every gradient, in float64 to rounding; the semantics
+    include an edge channel as with instance maps."""
+    import copy
+
+    torch.manual_seed(0)
+    semantics = torch.cat([one_hot(torch.randint(0, 6, (2, 1, 64, 64)), 5, True),
+                           (torch.rand(2, 1, 64, 64) > 0.9).float()], dim=1).double()
+    images = torch.randn(6, 3, 64, 64, dtype=torch.float64)      # three images per map
+    concatenated = MultiscaleDiscriminator(10, ndf=4, n_layers=4, num_D=3, norm=norm).double()
+    paired = copy.deepcopy(concatenated)                      # the same spectral-norm state
+    weights = None
+    results = []
+    for d, call in ((concatenated, lambda x: d(torch.cat([semantics.repeat(3, 1, 1, 1), x], dim=1))),
+                    (paired, lambda x: d(semantics, x))):
+        x = images.clone().requires_grad_()
+        out = call(x)
+        if weights is None:
+            weights = [[torch.randn_like(t) for t in scale] for scale in out]
+        sum((t * w).sum() for scale, ws in zip(out, weights) for t, w in zip(scale, ws)).backward()
+        results.append(([t.detach() for scale in out for t in scale], x.grad,
+                        {name: p.grad for name, p in d.named_parameters()}))
+    (out_a, grad_a, params_a), (out_b, grad_b, params_b) = results
+    assert len(out_a) == len(out_b) == 15
+    for a, b in zip(out_a + [grad_a], out_b + [grad_b]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert params_a.keys() == params_b.keys()
+    for name in params_a:
+        assert torch.allclose(params_a[name], params_b[name], rtol=1e-10, atol=1e-12), name
+    with pytest.raises(ValueError, match="5 images cannot be paired with 2 semantic maps"):
+        paired(semantics, images[:5])
+
+
 @pytest.mark.parametrize("layers, size", [(5, 64), (6, 256)])
 def test_encoder_and_reparameterization(layers, size):
     e = ConvEncoder(ndf=2, num_layers=layers, latent_dim=8, norm="spectralinstance")

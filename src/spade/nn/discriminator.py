@@ -38,12 +38,39 @@ class NLayerDiscriminator(nn.Module):
         for n, group in enumerate(groups):
             self.add_module(f"model{n}", nn.Sequential(*group))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for group in self.children():
+    def forward(self, x: torch.Tensor, images: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The feature maps of each group; ``x`` is the input, or with ``images`` the semantic
+        maps that go with them (see ``MultiscaleDiscriminator.forward``)."""
+        groups = list(self.children())
+        if images is not None:
+            x, groups = self._first_group_on_pairs(x, images), groups[1:]
+            features = [x]
+        else:
+            features = []
+        for group in groups:
             x = group(x)
             features.append(x)
         return features
+
+    def _first_group_on_pairs(self, semantics: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The first conv of (semantics, image) pairs, computed as conv(semantics) + conv(image).
+
+        The first conv is linear and unnormalized, so its input channels split into two sums.
+        The semantic part (all but 3 of the channels) never needs a gradient of its own, where a
+        concatenated input gets one for every channel as soon as the image needs one; and the
+        pyramid pools it once per map, without a backward pass. The semantic conv still runs on
+        every pair (``repeat``), not once per map: summing the fake and real halves' gradients
+        before the weight gradient was faster still (1.9× a training step against 1.3×) but
+        changes the order of a sum that nearly cancels under the hinge loss, and two processes
+        under DDP then ended 45× further from one process than the official order does."""
+        conv, activation = self.model0
+        n_semantic, repeats = semantics.shape[1], images.shape[0] // semantics.shape[0]
+        # The bias rides on the semantic conv: measured, oneDNN's float32 bias gradient of the
+        # 3-channel image conv loses precision (1e-2 relative against float64 on a random D).
+        shared = F.conv2d(semantics.repeat(repeats, 1, 1, 1), conv.weight[:, :n_semantic], conv.bias,
+                          conv.stride, conv.padding)
+        own = F.conv2d(images, conv.weight[:, n_semantic:], None, conv.stride, conv.padding)
+        return activation(own + shared)
 
 
 class MultiscaleDiscriminator(nn.Module):
@@ -67,11 +94,20 @@ class MultiscaleDiscriminator(nn.Module):
     def downsample(x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
 
-    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Per scale, the list of feature maps whose last entry is the patch prediction."""
+    def forward(self, x: torch.Tensor, images: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+        """Per scale, the list of feature maps whose last entry is the patch prediction.
+
+        ``x`` is the input: semantic maps and images concatenated on channels. Or, with
+        ``images`` (k·N images for N semantic maps, image i going with map i mod N), ``x`` holds
+        the semantic maps alone: the same result as ``forward(cat([x.repeat(k), images]))``, up
+        to float rounding, faster to train (see ``_first_group_on_pairs``)."""
+        if images is not None and images.shape[0] % x.shape[0]:
+            raise ValueError(f"{images.shape[0]} images cannot be paired with {x.shape[0]} semantic maps")
         results = []
         for discriminator in self.children():
-            features = discriminator(x)
+            features = discriminator(x, images)
             results.append(features if self.return_features else features[-1:])
             x = self.downsample(x)
+            if images is not None:
+                images = self.downsample(images)
         return results

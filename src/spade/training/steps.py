@@ -43,9 +43,9 @@ def generate(nets: StepNetworks, semantics: torch.Tensor, real: torch.Tensor, wi
 def discriminate(discriminator: nn.Module, semantics: torch.Tensor, fake: torch.Tensor,
                  real: torch.Tensor) -> tuple[list, list]:
     """D on (semantics, fake) and (semantics, real) in one batch, as the official code does (so
-    batch-statistics norms and spectral-norm updates see the same thing), then split."""
-    fake_and_real = torch.cat([torch.cat([semantics, fake], dim=1), torch.cat([semantics, real], dim=1)], dim=0)
-    out = discriminator(fake_and_real)
+    batch-statistics norms and spectral-norm updates see the same thing), then split. The pairs
+    go in as the semantic maps and the images apart: the same D, faster to train."""
+    out = discriminator(semantics, torch.cat([fake, real], dim=0))
     half = fake.shape[0]
     pred_fake = [[t[:half] for t in scale] for scale in out]
     pred_real = [[t[half:] for t in scale] for scale in out]
