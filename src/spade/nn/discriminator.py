@@ -104,10 +104,11 @@ class MultiscaleDiscriminator(nn.Module):
         if images is not None and images.shape[0] % x.shape[0]:
             raise ValueError(f"{images.shape[0]} images cannot be paired with {x.shape[0]} semantic maps")
         results = []
-        for discriminator in self.children():
+        discriminators = list(self.children())
+        for i, discriminator in enumerate(discriminators):
             features = discriminator(x, images)
             results.append(features if self.return_features else features[-1:])
-            x = self.downsample(x)
-            if images is not None:
-                images = self.downsample(images)
+            if i + 1 < len(discriminators):  # the last scale's pooled input would go unused
+                x = self.downsample(x)
+                images = self.downsample(images) if images is not None else None
         return results
