@@ -52,9 +52,13 @@ def main() -> None:
         d_concat = MultiscaleDiscriminator(classes + 3, ndf=ndf).to(device)
         d_paired = copy.deepcopy(d_concat)
 
+        def concatenated_input(fake_images: torch.Tensor) -> torch.Tensor:
+            """The official input: each image beside its map, the fakes then the reals."""
+            return torch.cat([torch.cat([semantics, fake_images], 1), torch.cat([semantics, real], 1)], 0)
+
         def concatenated() -> list:
             x = fake.clone().requires_grad_()
-            out = d_concat(torch.cat([torch.cat([semantics, x], 1), torch.cat([semantics, real], 1)], 0))
+            out = d_concat(concatenated_input(x))
             sum(scale[-1].mean() for scale in out).backward()
             return out
 
@@ -65,7 +69,7 @@ def main() -> None:
             return out
 
         with torch.no_grad():
-            a = d_concat.eval()(torch.cat([torch.cat([semantics, fake], 1), torch.cat([semantics, real], 1)], 0))
+            a = d_concat.eval()(concatenated_input(fake))
             b = d_paired.eval()(semantics, torch.cat([fake, real], 0))
         difference = max(float((u - v).abs().max()) for sa, sb in zip(a, b) for u, v in zip(sa, sb))
         d_concat.train(), d_paired.train()

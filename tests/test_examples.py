@@ -97,4 +97,5 @@ def test_uniform_maps_separate_spade_from_pix2pixhd(figures):
     layout = torch.full((64, 64), 149, dtype=torch.long)
     layout[32:] = 154
     synthesizer(layout)
-    assert max(outputs[:3]) < 1e-3 < 0.5 < outputs[3], outputs
+    assert max(outputs[:3]) < 1e-3, outputs      # one-class maps: zeros up to rounding
+    assert outputs[3] > 0.5, outputs               # a two-class map keeps its layout
