@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -311,10 +312,12 @@ def test_training_variants_run_and_log(tmp_path, flags, expected_losses):
         assert checkpoint.networks.encoder.fc_mu.out_features == 8  # z_dim wide, unlike the official encoder
 
 
-def test_max_minutes_stops_with_a_checkpoint_that_resumes(tmp_path):
-    """--max_minutes 0: the first step is already late, so the run stops after it and saves."""
-    stopped = train(tiny_run(tmp_path / "r", max_steps=9, max_minutes=0.0), progress=False)
+def test_max_minutes_stops_with_a_checkpoint_that_resumes(tmp_path, capsys):
+    """--max_minutes 0: the first step is already late, so the run stops after it and saves; the
+    progress bar says when the time limit stops the run."""
+    stopped = train(tiny_run(tmp_path / "r", max_steps=9, max_minutes=0.0), progress=True)
     assert stopped.step == 1 and stopped.checkpoint.name == "step_00000001"
+    assert re.search(r"train \(stops by \d\d:\d\d\)", capsys.readouterr().err)
     resumed = train(tiny_run(tmp_path / "r", max_steps=3), resume=True, progress=False)
     assert resumed.step == 3
 

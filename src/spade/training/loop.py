@@ -386,8 +386,12 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     semantics_config = model_config.semantics
     logger = RunLogger(run_dir, ctx.is_main, palette_for(run.data.dataset_mode, semantics_config.label_nc),
                        tensorboard=cfg.tensorboard)
+    # With --max_minutes the time limit usually comes long before --niter's last step, so the
+    # bar's ETA (to the last step) would mislead: its label says when the run will stop.
+    stop_clock = "" if cfg.max_minutes is None else time.strftime(
+        " (stops by %H:%M)", time.localtime(time.time() + 60 * cfg.max_minutes))
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and ctx.is_main), unit="it",
-               desc="train", dynamic_ncols=True)
+               desc="train" + stop_clock, dynamic_ncols=True)
     last_saved: Path | None = None
     saved_at_step = -1
 
