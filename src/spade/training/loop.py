@@ -386,10 +386,11 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     semantics_config = model_config.semantics
     logger = RunLogger(run_dir, ctx.is_main, palette_for(run.data.dataset_mode, semantics_config.label_nc),
                        tensorboard=cfg.tensorboard)
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
     # With --max_minutes the time limit usually comes long before --niter's last step, so the
     # bar's ETA (to the last step) would mislead: its label says when the run will stop.
-    stop_clock = "" if cfg.max_minutes is None else time.strftime(
-        " (stops by %H:%M)", time.localtime(time.time() + 60 * cfg.max_minutes))
+    stop_clock = "" if deadline is None else time.strftime(
+        " (stops by %H:%M)", time.localtime(time.time() + deadline - time.monotonic()))
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and ctx.is_main), unit="it",
                desc="train" + stop_clock, dynamic_ncols=True)
     last_saved: Path | None = None
@@ -426,8 +427,6 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     def due(freq: int) -> bool:
         # The official counters count images: due when a multiple of freq was just passed.
         return freq > 0 and (step * cfg.batch_size) % freq < cfg.batch_size
-
-    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
 
     def out_of_time() -> bool:
         if deadline is None:
