@@ -7,8 +7,10 @@ import shutil
 import pytest
 import torch
 
-from spade.checkpoint import atomic_write, load_official, save_official
-from spade.config import OFFICIAL_DEFAULTS, model_config_from_options, read_opt_txt, write_opt_txt
+from spade.checkpoint import atomic_write, load_checkpoint, load_official, save_checkpoint, save_official
+from spade.config import (OFFICIAL_DEFAULTS, GeneratorConfig, ModelConfig, SemanticsConfig, model_config_from_options,
+                          read_opt_txt, write_opt_txt)
+from spade.models import build_networks
 from spade.semantics import build_semantics
 
 from conftest import FIXTURE_NAMES, OFFICIAL, official_fixture, require_official
@@ -137,3 +139,42 @@ def test_model_config_defaults_follow_netG():
     config = model_config_from_options({"netG": "pix2pixhd", "label_nc": 3, "no_instance": True})
     assert config.generator.norm_G == "instance"
     assert model_config_from_options({"label_nc": 3}).generator.norm_G == "spectralspadesyncbatch3x3"
+
+
+def tiny_networks(seed: int):
+    torch.manual_seed(seed)
+    config = ModelConfig(SemanticsConfig(5, False, False),
+                         GeneratorConfig(ngf=4, crop_size=64, spade_hidden=8, norm_G="spectralspadeinstance3x3"))
+    return build_networks(config, "xavier")
+
+
+def test_rewriting_a_checkpoint_keeps_the_files_beside_it(tmp_path):
+    folder = tmp_path / "model"
+    save_checkpoint(folder, tiny_networks(0), training_state={"step": 1})
+    (folder / "README.md").write_text("how this model was trained\n")
+    (folder / "samples").mkdir()
+    (folder / "samples" / "a.png").write_bytes(b"png")
+    new = tiny_networks(1)
+    save_checkpoint(folder, new)
+    assert (folder / "README.md").read_text() == "how this model was trained\n"
+    assert (folder / "samples" / "a.png").read_bytes() == b"png"
+    assert not (folder / "training_state.pt").exists()        # a checkpoint file: the new one has none
+    loaded = load_checkpoint(folder).networks.generator.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in new.generator.state_dict().items())
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_never_replaced(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"models: exists and is not a checkpoint folder"):
+        save_checkpoint(folder, tiny_networks(0))
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]  # no temporary folder left behind
+    (folder / "config.json").write_text('{"format": "something else"}')
+    with pytest.raises(FileExistsError, match="not a checkpoint folder"):
+        save_checkpoint(folder, tiny_networks(0))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_checkpoint(empty, tiny_networks(0))
+    assert (empty / "generator.safetensors").is_file()

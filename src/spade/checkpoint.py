@@ -172,12 +172,41 @@ def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()}
 
 
+_CHECKPOINT_FILES = {"config.json", EMA_FILE, STATE_FILE, *_WEIGHT_FILES.values()}
+
+
+def _files_to_keep(folder: Path) -> list[Path]:
+    """The entries of an existing ``folder`` that a new checkpoint written there must keep: all but
+    the checkpoint files. Refuses a folder that is not one of our checkpoints, since writing the
+    checkpoint replaces it whole (``spade export CKPT --inference ~/models`` must not empty
+    ``~/models``)."""
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder}: exists and is not a folder; expected a new or checkpoint folder")
+    entries = list(folder.iterdir())
+    if not entries:
+        return []
+    config_path = folder / "config.json"
+    try:
+        ours = json.loads(config_path.read_text()).get("format") == CHECKPOINT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{folder}: exists and is not a checkpoint folder (no {config_path.name} of format "
+                              f"{CHECKPOINT_FORMAT!r}); writing a checkpoint there would replace what it holds. "
+                              "Choose a new folder or empty this one.")
+    return [path for path in entries if path.name not in _CHECKPOINT_FILES]
+
+
 def save_checkpoint(folder: str | os.PathLike, networks: Networks, *, ema_generator: nn.Module | None = None,
                     training_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write our checkpoint folder atomically: everything goes to a temporary sibling folder,
     each file is fsynced, then one rename makes the folder appear complete. An existing folder of
-    the same name is replaced only after the new one is complete on disk."""
+    the same name is replaced only after the new one is complete on disk, and only if it is one of
+    our checkpoints; what it holds besides checkpoint files (a README, samples) is carried over."""
     folder = Path(folder)
+    keep = _files_to_keep(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
@@ -192,6 +221,8 @@ def save_checkpoint(folder: str | os.PathLike, networks: Networks, *, ema_genera
             save_safetensors(_contiguous_state(ema_generator), str(tmp / EMA_FILE))
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
+        for path in keep:
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, tmp / path.name)
         for path in tmp.iterdir():
             _fsync_path(path)
         _fsync_path(tmp)
