@@ -185,17 +185,10 @@ def _files_to_keep(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileExistsError(f"{folder}: exists and is not a folder; expected a new or checkpoint folder")
     entries = list(folder.iterdir())
-    if not entries:
-        return []
-    config_path = folder / "config.json"
-    try:
-        ours = json.loads(config_path.read_text()).get("format") == CHECKPOINT_FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise FileExistsError(f"{folder}: exists and is not a checkpoint folder (no {config_path.name} of format "
-                              f"{CHECKPOINT_FORMAT!r}); writing a checkpoint there would replace what it holds. "
-                              "Choose a new folder or empty this one.")
+    if entries and not is_checkpoint_folder(folder):
+        raise FileExistsError(f"{folder}: exists and is not a checkpoint folder (no config.json and "
+                              f"{_WEIGHT_FILES['generator']}); writing a checkpoint there would replace what it "
+                              "holds. Choose a new folder or empty this one.")
     return [path for path in entries if path.name not in _CHECKPOINT_FILES]
 
 
