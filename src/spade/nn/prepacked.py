@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 _usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# oneDNN packs bfloat16 weights only on CPUs with native bf16 conversions (AVX-512 BW/VL/DQ or
+# AVX-NE-CONVERT); elsewhere bf16 convolutions take PyTorch's plain path.
+_bf16_usable = _usable and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class PrepackedConv2d(nn.Conv2d):
@@ -46,7 +49,8 @@ class PrepackedConv2d(nn.Conv2d):
 
     def _can_pack(self, x: torch.Tensor) -> bool:
         return (_usable and x.device.type == "cpu" and x.dim() == 4
-                and x.dtype in (torch.float32, torch.bfloat16) and self.weight.dtype == torch.float32
+                and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _bf16_usable))
+                and self.weight.dtype == torch.float32
                 and self.weight.device.type == "cpu"
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str))
 
