@@ -15,4 +15,10 @@ if [ -z "${SPADE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! co
       >/dev/null 2>&1 || echo "could not install chromium: the browser test will skip" >&2
   fi
 fi
+# The numeric tests once more as a CPU limited to AVX2 computes them (every bound must hold on
+# other CPUs, with 10× margin: scripts/numeric_isa.py runs any other setting too); skipped when
+# arguments select tests.
+if [ $# -eq 0 ]; then
+  .venv/bin/python scripts/numeric_isa.py --aten avx2 --onednn AVX2 --show 5
+fi
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,5 +1,9 @@
 """The fast SPADE path equals the reference path: outputs and gradients, eval and train mode,
-on label maps with many small regions, with and without instance edges and don't-care."""
+on label maps with many small regions, with and without instance edges and don't-care.
+
+Exactness is proven in float64 (the two paths are one function to rounding); the float32
+comparisons run on networks whose activations stay O(1), where rounding is ~1e-6 relative (see
+the bounds in ``conftest``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ import torch.nn.functional as F
 from spade.nn.fast_spade import label_maps_from_semantics
 from spade.nn.generator import SPADEGenerator
 from spade.semantics import build_semantics
+
+from conftest import FLOAT32_REL, FLOAT64_REL, check_error, max_abs_diff, well_conditioned_
+
+pytestmark = pytest.mark.numeric
 
 
 def _label_maps(kind: str, classes: int, size: int, seed: int = 0):
@@ -25,12 +33,9 @@ def _label_maps(kind: str, classes: int, size: int, seed: int = 0):
 
 
 def _generator(label_channels: int, norm: str, seed: int = 0) -> SPADEGenerator:
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the spectral-norm vectors
     g = SPADEGenerator(label_channels, ngf=4, crop_size=64, norm=norm, spade_hidden=16)
-    with torch.no_grad():
-        for name, p in g.named_parameters():
-            p.normal_(0, 0.1 if name.endswith("bias") else 0.15)
-    return g
+    return well_conditioned_(g, seed)
 
 
 def _run(g: SPADEGenerator, semantics: torch.Tensor, fast: bool, train: bool):
@@ -43,32 +48,52 @@ def _run(g: SPADEGenerator, semantics: torch.Tensor, fast: bool, train: bool):
     return out.detach(), grads
 
 
-@pytest.mark.parametrize("kind", ["noise", "blocks"])
+def assert_same_outputs_and_gradients(reference, fast, rel: float, gradients: bool = True) -> None:
+    """Image and every parameter gradient, each relative to its largest value: per gradient
+    tensor would compare rounding noise where the exact gradient is 0 (conv biases right before a
+    normalization), in both paths."""
+    (out_ref, grads_ref), (out_fast, grads_fast) = reference, fast
+    check_error("image", max_abs_diff(out_fast, out_ref) / float(out_ref.abs().max()), rel)
+    if gradients:
+        scale = max(float(grad.abs().max()) for grad in grads_ref.values())
+        check_error("gradients", max(max_abs_diff(grads_fast[name], grad) for name, grad in grads_ref.items()) / scale, rel)
+
+
+# Float64 proves the two paths one function in every mode. Float32 compares them where the network
+# is well conditioned, with eval-mode batch norm: normalizing by the statistics of a few values
+# (instance norm over the 2×2 maps of the first layers, batch norm over a batch of two) rounds
+# to ~1e-5 of the output in float32, in either path.
+MODES = [("spectralspadesyncbatch3x3", False, 2, torch.float64), ("spectralspadesyncbatch3x3", True, 2, torch.float64),
+         ("spadeinstance3x3", True, 2, torch.float64), ("spadeinstance3x3", True, 1, torch.float64),
+         ("spectralspadesyncbatch3x3", False, 2, torch.float32), ("spectralspadesyncbatch3x3", False, 1, torch.float32)]
+
+
+@pytest.mark.parametrize("kind", ["noise", "blocks"])  # single-pixel regions; regions with interiors
 @pytest.mark.parametrize("edges, dontcare", [(False, False), (True, True)])
-@pytest.mark.parametrize("norm, train, batch", [("spectralspadesyncbatch3x3", False, 2),
-                                                ("spectralspadesyncbatch3x3", True, 2),
-                                                ("spadeinstance3x3", True, 2), ("spadeinstance3x3", True, 1)])
-def test_fast_equals_reference(kind, edges, dontcare, norm, train, batch):
+@pytest.mark.parametrize("norm, train, batch, dtype", MODES,
+                         ids=[f"{n}-{'train' if t else 'eval'}-{b}-{str(d)[6:]}" for n, t, b, d in MODES])
+def test_fast_equals_reference(kind, edges, dontcare, norm, train, batch, dtype):
     classes = 7
     labels, instances = _label_maps(kind, classes, 64)
     labels, instances = labels[:batch], instances[:batch]
     if dontcare:
         labels[:, :, :6, :6] = 255
-    semantics = build_semantics(labels, classes, dontcare, instances, edges)
-    g = _generator(semantics.shape[1], norm)
+    semantics = build_semantics(labels, classes, dontcare, instances, edges).to(dtype)
+    g = _generator(semantics.shape[1], norm).to(dtype)
+    if not train:
+        with torch.no_grad():
+            g.train()(semantics)  # batch-norm statistics of these activations, as after training
     state = {k: v.clone() for k, v in g.state_dict().items()}
-    out_ref, grads_ref = _run(g, semantics, fast=False, train=train)
+    reference = _run(g, semantics, fast=False, train=train)
     g.load_state_dict(state)  # train mode moved the running statistics and spectral vectors
-    out_fast, grads_fast = _run(g, semantics, fast=True, train=train)
-    image_diff = float((out_fast - out_ref).abs().max())
-    print(f"image max |Δ| {image_diff:.2e}")
-    assert image_diff <= 1e-4
-    # Gradients relative to the network's largest: per tensor would compare rounding noise where
-    # the exact gradient is 0 (conv biases right before a normalization), in both paths.
-    scale = max(float(grad.abs().max()) for grad in grads_ref.values())
-    for name, grad in grads_ref.items():
-        diff = float((grads_fast[name] - grad).abs().max())
-        assert diff <= 1e-4 * scale, (name, diff, scale)
+    fast = _run(g, semantics, fast=True, train=train)
+    if dtype == torch.float64:
+        assert_same_outputs_and_gradients(reference, fast, FLOAT64_REL)
+    else:
+        # Float32 gradients are ill-conditioned in either path, so they are proven equal in
+        # float64 only: a bias's gradient sums thousands of terms of both signs into a small
+        # fraction of their magnitudes, rounded in whatever order the CPU's kernels reduce.
+        assert_same_outputs_and_gradients(reference, fast, FLOAT32_REL, gradients=False)
 
 
 def test_both_boundary_strategies_are_exercised():
@@ -161,7 +186,7 @@ def test_inference_cache_follows_weight_updates():
         g.fast_spade = False
         after_reference = g(semantics)
     assert not torch.allclose(before, after_fast)
-    assert float((after_fast - after_reference).abs().max()) <= 1e-4
+    check_error("image", max_abs_diff(after_fast, after_reference) / float(after_reference.abs().max()), FLOAT32_REL)
 
 
 def test_instance_norm_gradient_does_not_depend_on_the_gradient_layout():
@@ -177,14 +202,13 @@ def test_instance_norm_gradient_does_not_depend_on_the_gradient_layout():
         x.grad = None
         InstanceNorm2d(8)(x).backward(grad.contiguous(memory_format=layout))
         results.append(x.grad.clone())
-    assert float((results[0] - results[1]).abs().max()) < 1e-5
+    check_error("input gradient", max_abs_diff(results[1], results[0]) / float(results[0].abs().max()), FLOAT32_REL)
 
 
 def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
     """The compiled modulation kernel (built by the set-up) and the PyTorch ops give the same
     images (eval BatchNorm, the official generator norm; instance norm returns NCHW and keeps the
-    PyTorch ops); skipped where no kernel could be built. Spectral norm keeps these random
-    weights at a natural scale: unnormalized ones blow activations up and amplify rounding."""
+    PyTorch ops); skipped where no kernel could be built."""
     from spade.nn import kernels
 
     if kernels.load() is None:
@@ -211,7 +235,7 @@ def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
             monkeypatch.setattr(kernels, "usable", lambda *a: False)
             pytorch = g(semantics)
             monkeypatch.undo()
-        assert float((compiled - pytorch).abs().max()) <= 1e-5
+        check_error(norm, max_abs_diff(compiled, pytorch) / float(pytorch.abs().max()), FLOAT32_REL)
 
 
 def test_compiled_kernel_fuses_the_leaky_relu_exactly():
@@ -314,9 +338,9 @@ def test_paired_upsampling_modulation_equals_the_reference(norm):
         reference = g(semantics)
         g.fast_spade = True
         paired = g(semantics)
-    # the issue's image tolerance; measured: 0 for BatchNorm, 7e-6 for instance norm (whose
-    # reference path is itself 4e-6 from the float64 value)
-    assert float((paired - reference).abs().max()) <= 1e-4
+    # the same arithmetic for BatchNorm; for instance norm, statistics summed over x instead of
+    # its 2× copy: rounding only
+    check_error("image", max_abs_diff(paired, reference) / float(reference.abs().max()), FLOAT32_REL)
 
 
 def test_interiors_follow_their_definition():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from spade.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, g
                           kl_divergence)
 from spade.nn.vgg import (VGG_WEIGHTS_ENV, VGG19Features, VGGWeightsMissingError, load_vgg19,
                           resolve_vgg19_path)
+
+from conftest import FLOAT32_REL, check_error, float32_rounding_bound, max_abs_diff, rounding_scale
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official_spade"
 LOSSES_FILE = FIXTURES / "losses.pt"
@@ -25,13 +28,11 @@ def official() -> dict:
     return torch.load(LOSSES_FILE, weights_only=True)
 
 
-def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| <= 1e-4 * max(|expected|); returns the observed max diff."""
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    diff = (actual.double() - expected.double()).abs().max().item()
+def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, what: str) -> float:
+    """max |actual - expected| <= FLOAT32_REL * max(|expected|): these losses are a few
+    well-conditioned operations on O(1) numbers; returns the observed max diff."""
     scale = max(expected.double().abs().max().item(), 1e-12)
-    assert diff <= 1e-4 * scale, f"max abs diff {diff:.3e} > 1e-4 * {scale:.3e}"
-    return diff
+    return check_error(what, max_abs_diff(actual, expected) / scale, FLOAT32_REL) * scale
 
 
 def recipe_state_dict() -> dict[str, torch.Tensor]:
@@ -46,6 +47,7 @@ def recipe_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("mode", GAN_MODES)
 def test_gan_loss_matches_official(official: dict, mode: str) -> None:
     case = official[mode]
@@ -53,7 +55,7 @@ def test_gan_loss_matches_official(official: dict, mode: str) -> None:
     cases = {"D_real": (True, True), "D_fake": (False, True), "G": (True, False)}
     for name, (target_is_real, for_d) in cases.items():
         got = gan_loss(pred, target_is_real, for_discriminator=for_d, mode=mode)
-        diff = assert_close_rel(got, case[name])
+        diff = assert_close_rel(got, case[name], f"{mode} {name}")
         print(f"{mode} {name}: max abs diff {diff:.3e}")
 
 
@@ -67,9 +69,10 @@ def test_unknown_gan_mode() -> None:
         gan_loss(torch.zeros(1), True, mode="wgan")
 
 
+@pytest.mark.numeric
 def test_kl_divergence_matches_official(official: dict) -> None:
     case = official["kld"]
-    diff = assert_close_rel(kl_divergence(case["mu"], case["logvar"]), case["value"])
+    diff = assert_close_rel(kl_divergence(case["mu"], case["logvar"]), case["value"], "KL")
     print(f"kld: max abs diff {diff:.3e}")
 
 
@@ -111,15 +114,24 @@ def test_feature_matching_detaches_real() -> None:
     assert fake[0][0].grad is not None and real[0][0].grad is None
 
 
+@pytest.mark.numeric
 def test_vgg_loss_matches_official(official: dict, tmp_path: Path) -> None:
+    """Our VGG loss in float64 is the official function: the recorded float32 value is within
+    float32 rounding of it. The loss is a small difference of much larger features, so its
+    rounding is relative to the magnitudes the feature sums went through, not to the loss value;
+    the float32 evaluation here is held to the same bound."""
     case = official["vgg"]
     weights_file = tmp_path / "vgg19-recipe.pth"
     torch.save(recipe_state_dict(), weights_file)
     loss_fn = VGGPerceptualLoss(load_vgg19(weights_file))
+    exact_fn = copy.deepcopy(loss_fn).double()
+    x, y = case["x"].double(), case["y"].double()
     with torch.no_grad():
-        got = loss_fn(case["x"], case["y"])
-    diff = assert_close_rel(got, case["value"])
-    print(f"vgg: max abs diff {diff:.3e}")
+        got, exact = loss_fn(case["x"], case["y"]), exact_fn(x, y)
+    # Each feature's rounding carries to the loss with its weight; the weights sum to 1.47.
+    bound = float32_rounding_bound(max(rounding_scale(exact_fn.vgg, x), rounding_scale(exact_fn.vgg, y))) * sum(loss_fn.weights)
+    check_error("recording vs float64", max_abs_diff(case["value"], exact), bound)
+    check_error("float32 vs float64", max_abs_diff(got, exact), bound)
 
 
 def test_vgg_loss_gradients_reach_input_only(tmp_path: Path) -> None:

@@ -1,6 +1,15 @@
-"""Parity with tensors recorded from the official SPADE implementation (see the fixtures' README)."""
+"""Parity with tensors recorded from the official SPADE implementation (see the fixtures' README).
+
+The fixtures' random weights (std 0.15, not scaled by fan-in) grow the generator's activations to
+hundreds before its last layers, so float32 rounding alone moves its image by ~1e-4, on the
+official code's CPU as on ours. Its outputs are therefore compared in float64 against the
+recording, with a bound that scales with the magnitudes it rounds (``float32_rounding_bound``), and every
+other path is proven equal to the reference in float64; the float32 paths are compared on
+well-conditioned networks in ``test_fast_spade`` and ``test_prepacked``."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -9,8 +18,11 @@ from spade.checkpoint import load_official
 from spade.inference import Synthesizer
 from spade.semantics import build_semantics
 
-from conftest import (FIXTURE_NAMES, OFFICIAL, assert_close_to_reference, exact_official_output,
-                      float64_user_path_error, official_fixture, synthesize_fixture_pngs)
+from conftest import (FIXTURE_NAMES, FLOAT64_REL, OFFICIAL, assert_close_to_reference, check_error,
+                      exact_official_output, float32_rounding_bound, float64_user_path_error, rounding_scale,
+                      max_abs_diff, official_fixture, synthesize_fixture_pngs)
+
+pytestmark = pytest.mark.numeric
 
 
 def _loaded(name: str):
@@ -38,58 +50,67 @@ def test_semantic_input_matches(name):
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_generator_eval_mode(name):
+    """The reference path in float64 is the function the official code computed in float32: the
+    recording is within float32 rounding of it."""
     fx = official_fixture(name)
-    networks = _loaded(name).networks.eval()
-    networks.generator.fast_spade = False
+    networks = _loaded(name).networks
+    generator = networks.generator.eval().double()
+    generator.fast_spade = False
+    semantics, z = _semantics(fx, networks).double(), _z(fx, networks)
+    inputs = (semantics, None if z is None else z.double())
     with torch.no_grad():
-        out = networks.generator(_semantics(fx, networks), _z(fx, networks))
-    assert_close_to_reference(out, fx["G_eval_out"], f"{name} G eval")
+        exact = generator(*inputs)
+    bound = float32_rounding_bound(rounding_scale(generator, *inputs))
+    check_error(f"{name} G eval (float64) vs recording", max_abs_diff(exact, fx["G_eval_out"]), bound)
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fast_generator_computes_the_official_function(name):
-    """The fast path is the same function: in float64 it equals the reference path to ~1e-13,
-    and the float64 reference matches the official float32 recording.
-
-    In float32 the two paths add up in different orders; these fixtures' random weights (not
-    scaled by fan-in) grow activations to ~500 before conv_img, which amplifies per-layer
-    rounding (~1e-6 relative in both paths) to ~1e-4 at the output: the reference path is 6e-5
-    from the float64 value on cityscapes_like, the fast path 1e-4, the official code 5e-5 from
-    itself across machines. The float32 comparison is made on maps with natural weight scales
-    in tests/test_fast_spade.py.
-    """
+    """The fast path is the same function as the reference path: in float64, to rounding."""
     fx = official_fixture(name)
-    generator = _loaded(name).networks.generator.eval().double()
-    semantics, z = _semantics(fx, _loaded(name).networks).double(), _z(fx, _loaded(name).networks)
+    networks = _loaded(name).networks
+    generator = networks.generator.eval().double()
+    semantics, z = _semantics(fx, networks).double(), _z(fx, networks)
     z = None if z is None else z.double()
     with torch.no_grad():
         generator.fast_spade = False
         reference = generator(semantics, z)
         generator.fast_spade = True
         fast = generator(semantics, z)
-    assert float((fast - reference).abs().max()) < 1e-10
-    assert_close_to_reference(reference, fx["G_eval_out"].double(), f"{name} G eval (float64)")
+    check_error(f"{name} fast vs reference (float64)", max_abs_diff(fast, reference) / float(reference.abs().max()),
+                FLOAT64_REL)
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_generator_train_mode_and_buffers(name, fast):
-    """Train mode: batch statistics, one spectral-norm power iteration, running stats updated."""
+    """Train mode: batch statistics, one spectral-norm power iteration, running stats updated. The
+    image is compared in float64 (batch statistics of these random-weight activations make its
+    float32 rounding ill-conditioned, as in eval mode); the buffers, averages of whole batches,
+    in float32."""
     fx = official_fixture(name)
-    networks = _loaded(name).networks
-    generator = networks.generator.train()
-    generator.fast_spade = fast
-    with torch.no_grad():
-        out = generator(_semantics(fx, networks), _z(fx, networks))
-    assert_close_to_reference(out, fx["G_train_out"], f"{name} G train")
-    state = generator.state_dict()
-    recorded = fx["G_buffers_after_train_forward"]
-    assert len(recorded) > 0
-    for key, expected in recorded.items():
-        if key.endswith("num_batches_tracked"):
-            assert int(state[key]) == int(expected), key
-        else:
-            assert_close_to_reference(state[key], expected, f"{name} buffer {key}")
+    for dtype in (torch.float64, torch.float32):
+        networks = _loaded(name).networks
+        generator = networks.generator.train().to(dtype)
+        generator.fast_spade = fast
+        semantics, z = _semantics(fx, networks).to(dtype), _z(fx, networks)
+        inputs = (semantics, None if z is None else z.to(dtype))
+        if dtype == torch.float64:
+            scale = rounding_scale(copy.deepcopy(generator), *inputs)  # a forward of its own: a copy
+        with torch.no_grad():
+            out = generator(*inputs)
+        if dtype == torch.float64:
+            check_error(f"{name} G train (float64) vs recording", max_abs_diff(out, fx["G_train_out"]),
+                        float32_rounding_bound(scale))
+            continue
+        state = generator.state_dict()
+        recorded = fx["G_buffers_after_train_forward"]
+        assert len(recorded) > 0
+        for key, expected in recorded.items():
+            if key.endswith("num_batches_tracked"):
+                assert int(state[key]) == int(expected), key
+            else:
+                assert_close_to_reference(state[key], expected, f"{name} buffer {key}")
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
@@ -121,19 +142,23 @@ def test_encoder_mu_logvar():
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_png_inputs_through_the_user_path(name):
     """The label/instance PNGs in the checkpoint folder, through Synthesizer as a user calls it
-    (fast SPADE path, spectral norm folded, channels-last weights), in float32: within 1e-4 of
-    the official network's exact output (see ``exact_official_output`` for why not of the
-    recorded float32 one)."""
+    (fast SPADE path, spectral norm folded, channels-last weights), in float32: within float32
+    rounding of the official network's exact output (see ``exact_official_output`` for why not
+    of the recorded float32 one)."""
     fx = official_fixture(name)
     folder = OFFICIAL / f"{name}_checkpoint"
     synthesizer = Synthesizer.from_checkpoint(folder, device="cpu")
     outputs = [synthesize_fixture_pngs(synthesizer, fx, folder, b) for b in range(fx["label"].shape[0])]
-    assert_close_to_reference(torch.cat(outputs), exact_official_output(name), f"{name} from PNG inputs")
+    networks = _loaded(name).networks
+    generator = networks.generator.eval().double()
+    z = _z(fx, networks)
+    scale = rounding_scale(generator, _semantics(fx, networks).double(), None if z is None else z.double())
+    check_error(f"{name} from PNG inputs", max_abs_diff(torch.cat(outputs), exact_official_output(name)),
+                float32_rounding_bound(scale))
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_user_path_in_float64_is_the_official_function(name):
     """The same path with the networks in float64 before folding: the official function to
     rounding level, so the float32 differences above are rounding, not a different computation."""
-    diff = float64_user_path_error(name, "cpu")
-    assert diff <= 1e-9, diff
+    check_error(f"{name} user path (float64)", float64_user_path_error(name, "cpu"), FLOAT64_REL)

@@ -28,7 +28,7 @@ from spade.semantics import build_semantics, one_hot
 from spade.training import loop
 from spade.training.loop import TrainingDiverged, latest_checkpoint, learning_rates, train
 
-from conftest import COCO_SAMPLES
+from conftest import COCO_SAMPLES, check_error
 
 pytestmark = pytest.mark.skipif(not COCO_SAMPLES.is_dir(), reason=f"COCO-Stuff samples not found at {COCO_SAMPLES}")
 
@@ -211,6 +211,7 @@ def test_vgg_loss_without_weights_says_how_to_fix(tmp_path, monkeypatch):
               "--checkpoints_dir", str(tmp_path), "--max_steps", "1"])
 
 
+@pytest.mark.numeric
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo), global batch 2, against one process with batch 2.
 
@@ -248,7 +249,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         moved = float((single_value - earlier_value).abs().max())
         diff = float((ddp_value - single_value).abs().max())
         print(f"{what}: DDP vs one process {diff:.3g}, two training steps {moved:.3g}")
-        assert moved > 1e-4 and diff < 1e-2 * moved, (what, diff, moved)
+        assert moved > 1e-4, (what, moved)
+        check_error(f"{what}: DDP vs one process, relative to two steps' change", diff / moved, 1e-2)
 
     with torch.no_grad():
         out_single = single_nets.generator(semantics)
@@ -385,3 +387,4 @@ def test_pooled_l1_term_reaches_the_encoder():
     assert (config.loss.lambda_l1, config.loss.l1_downsample) == (5.0, 8)
     with pytest.raises(SystemExit, match="--l1_downsample must be at least 1"):
         run_config_from_args(parser.parse_args(base + ["--lambda_l1", "5", "--l1_downsample", "0"]))
+
