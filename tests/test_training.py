@@ -388,3 +388,59 @@ def test_pooled_l1_term_reaches_the_encoder():
     with pytest.raises(SystemExit, match="--l1_downsample must be at least 1"):
         run_config_from_args(parser.parse_args(base + ["--lambda_l1", "5", "--l1_downsample", "0"]))
 
+
+def test_latent_regression_and_mode_seeking_terms():
+    """--lambda_latent adds BicycleGAN's cLR term: a picture of a random code must encode back to
+    it; its gradient reaches the generator, never the encoder's weights, and it leaves the
+    encoder's spectral-norm vectors alone. --lambda_ms adds MSGAN's term between the pictures of
+    the encoded and the random code. Both are off by default and need the encoder."""
+    from spade.config import EncoderConfig
+    from spade.losses import latent_regression_loss, mode_seeking_loss
+    from spade.models import build_networks
+    from spade.training.steps import StepNetworks, generator_losses
+
+    torch.manual_seed(0)
+    model = ModelConfig(SemanticsConfig(5, False, False),
+                        GeneratorConfig(ngf=4, crop_size=64, z_dim=8, spade_hidden=8, norm_G="spectralspadebatch3x3"),
+                        DiscriminatorConfig(ndf=4, n_layers_D=2, num_D=1), EncoderConfig(ndf=4, num_layers=5, latent_dim=8))
+    networks = build_networks(model, init_type="xavier", init_gain=1.0)
+    nets = StepNetworks(networks.generator, networks.discriminator, networks.encoder)
+    semantics = one_hot(torch.randint(0, 5, (2, 1, 64, 64)), 5, False)
+    real = torch.rand(2, 3, 64, 64) * 2 - 1
+    losses, _ = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True))
+    assert "Latent" not in losses and "MS" not in losses
+
+    # The encoder's spectral-norm vectors move as in a step without the term (its forward on the
+    # real image iterates them once; the term's forward does not).
+    start = {n: b.clone() for n, b in networks.encoder.named_buffers()}
+    vectors = []
+    for lambda_latent in (0.0, 10.0):
+        networks.encoder.load_state_dict({**networks.encoder.state_dict(), **start})
+        losses, _ = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True, lambda_latent=lambda_latent))
+        vectors.append({n: b.clone() for n, b in networks.encoder.named_buffers() if n.endswith("weight_u")})
+    assert vectors[1] and all(torch.equal(vectors[0][n], vectors[1][n]) for n in vectors[0])
+    assert any(not torch.equal(start[n], vectors[1][n]) for n in vectors[1])
+    assert networks.encoder.training
+    networks.generator.zero_grad()
+    networks.encoder.zero_grad()
+    losses["Latent"].backward()
+    assert all(p.grad is None for p in networks.encoder.parameters())
+    assert float(networks.generator.fc.weight.grad.abs().sum()) > 0
+
+    losses, fake = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True, lambda_ms=2.0))
+    assert "MS" in losses and "Latent" not in losses and float(losses["MS"].detach()) > 0
+
+    # the terms by hand
+    z_a, z_b = torch.zeros(2, 4), torch.full((2, 4), 2.0)
+    a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
+    assert float(mode_seeking_loss(a, b, z_a, z_b, eps=0.0)) == pytest.approx(4.0)   # 1 / (0.5 / 2)
+    assert float(latent_regression_loss(torch.ones(2, 4), z_a)) == pytest.approx(1.0)
+
+    parser = build_parser()
+    base = ["train", "--dataroot", "x", "--no_vgg_loss"]
+    config = run_config_from_args(parser.parse_args(base + ["--use_vae", "--lambda_latent", "1", "--lambda_ms", "0.5"]))
+    assert (config.loss.lambda_latent, config.loss.lambda_ms) == (1.0, 0.5)
+    with pytest.raises(SystemExit, match="--lambda_latent needs the image encoder"):
+        run_config_from_args(parser.parse_args(base + ["--lambda_latent", "1"]))
+    with pytest.raises(SystemExit, match="--lambda_ms must not be negative"):
+        run_config_from_args(parser.parse_args(base + ["--use_vae", "--lambda_ms", "-1"]))

@@ -274,6 +274,8 @@ class LossConfig:
     no_vgg_loss: bool = False
     lambda_l1: float = 0.0                   # L1 to the real image, pooled (ours; 0 = off, as the paper)
     l1_downsample: int = 1                   # average-pooling factor of that L1 term
+    lambda_latent: float = 0.0               # latent regression, BicycleGAN's cLR (ours; 0 = off)
+    lambda_ms: float = 0.0                   # mode seeking, MSGAN (ours; 0 = off)
     vgg_path: str | None = None              # torchvision vgg19 weights (or $SPADE_VGG19_WEIGHTS)
 
 

@@ -108,6 +108,22 @@ def feature_matching_loss(pred_fake: Sequence[Sequence[torch.Tensor]],
     return total
 
 
+def latent_regression_loss(mu: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BicycleGAN's cLR term (Zhu et al. 2017, Eq. 6): ``‖E(G(s, z)) − z‖₁`` (mean) for a code z
+    drawn from the prior, with ``mu = E(G(s, z))``. Not in SPADE's objective: it makes z
+    recoverable from the picture, so the generator cannot ignore it."""
+    return (mu - z.detach()).abs().mean()
+
+
+def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019, Eq. 3): ``1 / (d(G(z_a), G(z_b)) / d(z_a, z_b) +
+    eps)`` with mean L1 distances, for two codes on the same layouts: minimizing it pushes pictures
+    of different codes apart. Not in SPADE's objective."""
+    ratio = (fake_a - fake_b).abs().mean() / (z_a - z_b).detach().abs().mean()
+    return 1 / (ratio + eps)
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)), sum-reduced over batch and dimensions (official
     ``KLDLoss``; the caller multiplies by ``lambda_kld``)."""

@@ -66,6 +66,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                            "a reconstruction term for the image encoder when no VGG19 weights are at hand")
     ours.add_argument("--l1_downsample", type=int, default=1,
                       help="average-pool both images by this factor before that L1 (1: full resolution)")
+    ours.add_argument("--lambda_latent", type=float, default=0.0,
+                      help="weight of latent regression (BicycleGAN's cLR; not in the paper; 0: off): a picture "
+                           "made from a random code z must encode back to z, so the generator cannot ignore z")
+    ours.add_argument("--lambda_ms", type=float, default=0.0,
+                      help="weight of the mode-seeking term (MSGAN; not in the paper; 0: off) between the "
+                           "pictures of the encoded and of a random code")
     ours.add_argument("--max_steps", type=int, help="stop after this many iterations in all")
     ours.add_argument("--max_minutes", type=float,
                       help="stop after this much wall time, with a checkpoint (resume with --continue_train)")
@@ -124,10 +130,16 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.l1_downsample < 1 or args.lambda_l1 < 0:
         raise SystemExit(f"--l1_downsample must be at least 1 (got {args.l1_downsample}) and --lambda_l1 "
                          f"not negative (got {args.lambda_l1})")
+    for name in ("lambda_latent", "lambda_ms"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"--{name} must not be negative (got {getattr(args, name)})")
+        if getattr(args, name) > 0 and not o["use_vae"]:
+            raise SystemExit(f"--{name} needs the image encoder (--use_vae)")
     loss = LossConfig(gan_mode=o["gan_mode"], lambda_feat=o["lambda_feat"], lambda_vgg=o["lambda_vgg"],
                       lambda_kld=o["lambda_kld"], no_ganFeat_loss=o["no_ganFeat_loss"],
                       no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path,
-                      lambda_l1=args.lambda_l1, l1_downsample=args.l1_downsample)
+                      lambda_l1=args.lambda_l1, l1_downsample=args.l1_downsample,
+                      lambda_latent=args.lambda_latent, lambda_ms=args.lambda_ms)
     train = TrainConfig(
         run_dir=str(Path(o["checkpoints_dir"]) / o["name"]), batch_size=o["batchSize"], lr=o["lr"],
         beta1=o["beta1"], beta2=o["beta2"], no_TTUR=o["no_TTUR"], niter=o["niter"], niter_decay=o["niter_decay"],

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..config import LossConfig
-from ..losses import VGGPerceptualLoss, feature_matching_loss, gan_loss, kl_divergence, thumbnail_l1_loss
+from ..losses import (VGGPerceptualLoss, feature_matching_loss, gan_loss, kl_divergence, latent_regression_loss,
+                      mode_seeking_loss, thumbnail_l1_loss)
 from ..nn.encoder import reparameterize
 
 
@@ -28,16 +29,33 @@ class StepNetworks:
 
 
 def generate(nets: StepNetworks, semantics: torch.Tensor, real: torch.Tensor, with_kld: bool,
-             lambda_kld: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Fake images, and the weighted KL term when the encoder is used (official ``generate_fake``):
-    z is encoded from the real image and sampled by reparameterization (Sec. 3.3)."""
+             lambda_kld: float) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Fake images, the weighted KL term when the encoder is used, and the code z (official
+    ``generate_fake``): z is encoded from the real image and sampled by reparameterization
+    (Sec. 3.3)."""
     z, kld = None, None
     if nets.encoder is not None:
         mu, logvar = nets.encoder(real)
         z = reparameterize(mu, logvar)
         if with_kld:
             kld = kl_divergence(mu, logvar) * lambda_kld
-    return nets.generator(semantics, z), kld
+    return nets.generator(semantics, z), kld, z
+
+
+def encode_with_fixed_weights(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """μ of ``images`` with the encoder's weights held fixed: the gradient reaches the images (and
+    so the generator) only, as BicycleGAN updates G alone with its cLR term, so that E and G cannot
+    agree on a code the pictures do not show. Eval mode: the spectral-norm vectors are not
+    iterated a second time in the step."""
+    module = getattr(encoder, "module", encoder)  # DDP's wrapped module: no gradient to all-reduce
+    weights = {name: p.detach() for name, p in module.named_parameters()}
+    training = module.training
+    module.eval()
+    try:
+        mu, _ = torch.func.functional_call(module, weights, (images,))
+    finally:
+        module.train(training)
+    return mu
 
 
 def discriminate(discriminator: nn.Module, semantics: torch.Tensor, fake: torch.Tensor,
@@ -55,10 +73,20 @@ def discriminate(discriminator: nn.Module, semantics: torch.Tensor, fake: torch.
 def generator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torch.Tensor,
                      config: LossConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The generator's loss terms (each a scalar) and the fake images."""
-    fake, kld = generate(nets, semantics, real, with_kld=True, lambda_kld=config.lambda_kld)
+    fake, kld, z = generate(nets, semantics, real, with_kld=True, lambda_kld=config.lambda_kld)
     losses: dict[str, torch.Tensor] = {}
     if kld is not None:
         losses["KLD"] = kld
+    if config.lambda_latent > 0 or config.lambda_ms > 0:
+        if z is None:
+            raise ValueError("latent regression and mode seeking need the image encoder")
+        z_random = torch.randn_like(z)                    # a code from the prior (cLR-GAN)
+        fake_random = nets.generator(semantics, z_random)
+        if config.lambda_latent > 0:
+            mu = encode_with_fixed_weights(nets.encoder, fake_random)
+            losses["Latent"] = latent_regression_loss(mu, z_random) * config.lambda_latent
+        if config.lambda_ms > 0:
+            losses["MS"] = mode_seeking_loss(fake, fake_random, z, z_random) * config.lambda_ms
     pred_fake, pred_real = discriminate(nets.discriminator, semantics, fake, real)
     losses["GAN"] = gan_loss(pred_fake, True, for_discriminator=False, mode=config.gan_mode).mean()
     if not config.no_ganFeat_loss:
@@ -76,7 +104,7 @@ def discriminator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torc
                          config: LossConfig) -> dict[str, torch.Tensor]:
     """The discriminator's loss terms on a fake made without gradients (official)."""
     with torch.no_grad():
-        fake, _ = generate(nets, semantics, real, with_kld=False, lambda_kld=config.lambda_kld)
+        fake, _, _ = generate(nets, semantics, real, with_kld=False, lambda_kld=config.lambda_kld)
     fake = fake.detach().requires_grad_()
     pred_fake, pred_real = discriminate(nets.discriminator, semantics, fake, real)
     return {"D_Fake": gan_loss(pred_fake, False, for_discriminator=True, mode=config.gan_mode).mean(),
