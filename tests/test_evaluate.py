@@ -4,6 +4,7 @@ segmenter of our own (the scores mean nothing; the bookkeeping is what is checke
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -98,3 +99,19 @@ def test_table_keeps_the_latest_record_and_puts_real_images_last():
     assert lines[0] == "| method | d mIoU ↑ | d accu ↑ | d FD-seg ↓ |"
     assert lines[2] == "| A | 70.0 | 80.0 | 2.0 |"
     assert lines[3] == f"| {REAL} | 90.0 | 95.0 |  |"
+
+
+def test_style_metrics_add_finite_style_columns_to_the_rows(setup, tmp_path, capsys):
+    assert _run(setup, tmp_path / "style", "--no_fid", "--max_images", "2", "--style_metrics", "--style_maps", "3",
+                "--style_references", "2", "--style_variety_maps", "2", "--style_samples", "2") == 0
+    real, model = [json.loads(line) for line in (tmp_path / "style" / "results.jsonl").read_text().splitlines()]
+    for record in (real, model):   # the real images' row holds the perfect transfer's scores
+        for key in ("style_R", "style_G", "style_B", "style_R_stderr", "style_spread", "style_reference_spread",
+                    "style_spread_ratio", "seed_variety"):
+            assert math.isfinite(record[key]), (record["method"], key)
+        assert record["style_settings"]["map_seed"] == 9   # the --dataroot's landscapes
+        assert record["style_settings"]["maps"] == 3 and record["style_settings"]["size"] == [64, 64]
+    assert all(math.isfinite(model[f"style_{c}_of_perfect"]) for c in "RGB")
+    printed = capsys.readouterr().out
+    assert "landscapes style R ↑" in printed and "landscapes seed variety" in printed
+    assert "tiny SPADE: style following R " in printed and "of the perfect transfer's" in printed

@@ -367,7 +367,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as error:
         raise SystemExit(f"spade evaluate: {error}") from None
 
-    methods, label_nc = [], None
+    methods, synthesizers, label_nc = [], [], None
     for index, path in enumerate(args.checkpoint):
         try:
             synthesizer = Synthesizer.from_checkpoint(path, device=device)
@@ -379,6 +379,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         label_nc = semantics.label_nc
         name = names[index] if index < len(names) else Path(path).name
         methods.append(Method(name, _generator_for(synthesizer, args.style, args.seed), str(path)))
+        synthesizers.append(synthesizer)
     label_nc = label_nc or 182
     data = DataConfig(dataset_mode="custom", label_dir=str(label_dir), image_dir=str(image_dir), phase="test",
                       preprocess_mode="none", is_train=False, no_flip=True, label_nc=label_nc,
@@ -398,13 +399,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.fid_weights:
                 raise SystemExit(f"spade evaluate: {error}") from None
             print(f"FID left out: {error}", file=sys.stderr)
+    style_columns, style_lines = {}, []
+    if args.style_metrics:
+        from .evaluation.style_benchmark import StyleBenchmark, map_seed_of, style_benchmark_columns
+
+        height, width = synthesizers[0].output_size if synthesizers else tuple(dataset[0]["label"].shape[-2:])
+        try:
+            map_seed = args.style_map_seed if args.style_map_seed is not None else map_seed_of(args.dataroot)
+            benchmark = StyleBenchmark(size=(width, height), maps=args.style_maps, references=args.style_references,
+                                       map_seed=map_seed, reference_seed=args.style_reference_seed,
+                                       variety_maps=args.style_variety_maps, samples=args.style_samples,
+                                       seed=args.seed)
+        except ValueError as error:
+            raise SystemExit(f"spade evaluate: --style_metrics: {error}") from None
+        models = [(method.name, _style_model(synthesizer)) for method, synthesizer in zip(methods, synthesizers)]
+        style_columns, style_lines = style_benchmark_columns(benchmark, models, args.batch_size,
+                                                             progress=not args.no_progress)
     records = run_protocol(methods, dataset, args.dataset_name, segmenter, label_nc, args.out, args.results,
                            inception=inception, batch_size=args.batch_size, keep=args.keep,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, extra=style_columns)
     results = Path(args.results) if args.results else Path(args.out) / "results.jsonl"
     print(results_table(load_results(results)))
+    for line in style_lines:
+        print(line)
     print(f"{len(records)} rows appended to {results}; samples in {Path(args.out) / 'index.html'}")
     return 0
+
+
+def _style_model(synthesizer):
+    """The facts of a Synthesizer that the style benchmark takes (it sits below the inference layer)."""
+    from .evaluation.style_benchmark import StyleModel
+
+    def synthesize(labels, style, seeds):
+        return synthesizer.synthesize(labels, style=style, seed=seeds)
+
+    return StyleModel(synthesize, has_encoder=synthesizer.networks.encoder is not None,
+                      label_nc=synthesizer.config.semantics.label_nc, output_size=synthesizer.output_size)
 
 
 def _generator_for(synthesizer, style: str, seed: int):
@@ -547,6 +577,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--keep", type=int, default=8, help="samples shown in index.html")
     evaluate.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
     evaluate.add_argument("--no_progress", action="store_true")
+    from .evaluation.style_benchmark import StyleBenchmark as Style
+
+    style = evaluate.add_argument_group("style benchmark", "held-out landscape maps synthesized in the style of "
+                                        "reference landscapes of other layouts, scored by how their class colours "
+                                        "follow the references' (docs/style_benchmark.md)")
+    style.add_argument("--style_metrics", action="store_true", help="also run the style benchmark on the models "
+                       "with an image encoder; the real images' row gets the perfect transfer's scores")
+    style.add_argument("--style_maps", type=int, metavar="N", default=Style.maps,
+                       help="maps synthesized in every reference's style (default: %(default)s)")
+    style.add_argument("--style_references", type=int, metavar="N", default=Style.references,
+                       help="reference pictures (default: %(default)s)")
+    style.add_argument("--style_variety_maps", type=int, metavar="N", default=Style.variety_maps,
+                       help="maps sampled for seed variety (default: %(default)s)")
+    style.add_argument("--style_samples", type=int, metavar="K", default=Style.samples,
+                       help="random-style samples of each of those maps (default: %(default)s)")
+    style.add_argument("--style_map_seed", type=int, metavar="SEED", default=None, help="maps: landscapes (SEED, "
+                       f"i) (default: the seed of a landscapes --dataroot, else {Style.map_seed})")
+    style.add_argument("--style_reference_seed", type=int, metavar="SEED", default=Style.reference_seed,
+                       help="references: landscapes (SEED, j) (default: %(default)s)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     importer = commands.add_parser("import", help="turn an official checkpoint folder into ours")

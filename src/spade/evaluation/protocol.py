@@ -9,7 +9,10 @@ Every method turns the held-out label maps of a data set into images; the images
   (:mod:`spade.evaluation.fid`), when its weight file is present;
 - **FD-seg**: the same Fréchet distance computed on the landscape segmenter's pooled bottleneck
   features, which exist wherever the bundled segmenter does. It ranks methods by how real their
-  images look *to that network*; its values are not comparable with FID numbers anywhere else.
+  images look *to that network*; its values are not comparable with FID numbers anywhere else;
+- **style** (optional, models with an image encoder): how far the images take a reference
+  picture's colours, and how much random styles vary them
+  (:mod:`spade.evaluation.style_benchmark`); the real images' row holds the perfect transfer's.
 
 The real images themselves, scored the same way, give the "upper bound" row. Each result is
 appended to a jsonl file (one record per method and data set); :func:`results_table` renders the
@@ -22,7 +25,7 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,9 +121,12 @@ def _frechet(a: FIDAccumulator, b: FIDAccumulator) -> float | None:
 def run_protocol(methods: Sequence[Method], dataset: torch.utils.data.Dataset, dataset_name: str,
                  segmenter: Any, num_classes: int, out: str | Path, results: str | Path | None = None,
                  inception: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_size: int = 8,
-                 keep: int = 8, progress: bool = True) -> list[dict[str, Any]]:
+                 keep: int = 8, progress: bool = True,
+                 extra: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Score the real images and every method on ``dataset``; append one record per row to
-    ``results`` (default ``out/results.jsonl``) and write ``out/index.html`` with samples."""
+    ``results`` (default ``out/results.jsonl``) and write ``out/index.html`` with samples.
+    ``extra``: more columns for a row, by method name (:data:`REAL` for the real images), such
+    as the style benchmark's (:mod:`spade.evaluation.style_benchmark`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = Path(results) if results is not None else out / "results.jsonl"
@@ -143,6 +149,7 @@ def run_protocol(methods: Sequence[Method], dataset: torch.utils.data.Dataset, d
                           FD_seg=_frechet(features["segmenter"], real_features["segmenter"]) if bottleneck else None)
         record.update(dataset=dataset_name, images=len(dataset), segmenter=getattr(segmenter, "name", None),
                       seconds=round(time.perf_counter() - started, 1), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        record.update((extra or {}).get(method.name, {}))
         rows.append((method, record, kept))
     with open(results, "a") as handle:
         for _, record, _ in rows:
@@ -155,8 +162,11 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-METRICS = (("mIoU", "mIoU ↑", 100.0), ("pixel_accuracy", "accu ↑", 100.0), ("FID", "FID ↓", 1.0),
-           ("FD_seg", "FD-seg ↓", 1.0))
+# (record key, column title, scale, decimals)
+METRICS = (("mIoU", "mIoU ↑", 100.0, 1), ("pixel_accuracy", "accu ↑", 100.0, 1), ("FID", "FID ↓", 1.0, 1),
+           ("FD_seg", "FD-seg ↓", 1.0, 1), ("style_R", "style R ↑", 1.0, 2), ("style_G", "style G ↑", 1.0, 2),
+           ("style_B", "style B ↑", 1.0, 2), ("style_spread_ratio", "style spread ↑", 1.0, 2),
+           ("seed_variety", "seed variety", 1.0, 1))
 
 
 def results_table(records: Sequence[dict[str, Any]]) -> str:
@@ -169,15 +179,15 @@ def results_table(records: Sequence[dict[str, Any]]) -> str:
     datasets = list(dict.fromkeys(record["dataset"] for record in records))
     methods = list(dict.fromkeys(record["method"] for record in records))
     methods = [m for m in methods if m != REAL] + ([REAL] if REAL in methods else [])
-    columns = [(d, key, title, scale) for d in datasets for key, title, scale in METRICS
+    columns = [(d, key, title, scale, decimals) for d in datasets for key, title, scale, decimals in METRICS
                if any(latest.get((m, d), {}).get(key) is not None for m in methods)]
-    header = "| method | " + " | ".join(f"{d} {title}" for d, _, title, _ in columns) + " |"
+    header = "| method | " + " | ".join(f"{d} {title}" for d, _, title, _, _ in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 1)]
     for method in methods:
         cells = []
-        for dataset, key, _, scale in columns:
+        for dataset, key, _, scale, decimals in columns:
             value = latest.get((method, dataset), {}).get(key)
-            cells.append("" if value is None else f"{value * scale:.1f}")
+            cells.append("" if value is None else f"{value * scale:.{decimals}f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
