@@ -134,8 +134,7 @@ def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor, what
     """Max abs difference ≤ rel × the expected tensor's largest magnitude; returns the ratio."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     scale = float(expected.double().abs().max()) or 1.0
-    check_error(what, max_abs_diff(actual, expected) / scale, rel)
-    return max_abs_diff(actual, expected) / scale
+    return check_error(what, max_abs_diff(actual, expected) / scale, rel)
 
 
 def well_conditioned_(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

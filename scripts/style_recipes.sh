@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Short, comparable training runs of SPADE + image encoder on procedural landscapes, one per
+# recipe, each for the same wall time, then every run's EMA generator scored by the style
+# benchmark and the segmenter (`spade evaluate --style_metrics`): which training terms make the
+# generator follow its style code.
+#
+#   bash scripts/style_recipes.sh WORK_DIR MINUTES [RECIPE...]
+#
+# Recipes (default: all): baseline (the paper's objective without VGG: hinge, feature matching,
+# KL), latent (+ latent regression, --lambda_latent 1), latent_ms (+ mode seeking, --lambda_ms 1),
+# l1 (+ the pooled L1 term, --lambda_l1 10 --l1_downsample 8). Runs resume where they stopped
+# (--continue_train), so MINUTES may be given again to train further.
+#
+# Environment: SPADE (the command, default `spade`), SIZE (default 64), COUNT (training samples,
+# default 3000), GPU_IDS (default -1), BATCH (default 2), WORKERS (default 0), EXTRA (more
+# options for every run).
+set -euo pipefail
+work=${1:?usage: style_recipes.sh WORK_DIR MINUTES [RECIPE...]}
+minutes=${2:?usage: style_recipes.sh WORK_DIR MINUTES [RECIPE...]}
+shift 2
+recipes=("$@")
+[ ${#recipes[@]} -gt 0 ] || recipes=(baseline latent latent_ms l1)
+spade=${SPADE:-spade}
+size=${SIZE:-64}
+count=${COUNT:-3000}
+gpu=${GPU_IDS:--1}
+batch=${BATCH:-2}
+workers=${WORKERS:-0}
+read -r -a extra <<< "${EXTRA:-}"
+
+mkdir -p "$work"
+for split in train:1:$count val:2:100; do
+    IFS=: read -r name seed n <<< "$split"
+    if [ ! -f "$work/$name/.complete" ]; then
+        $spade landscapes --out "$work/$name" --count "$n" --size "$size" --seed "$seed"
+        touch "$work/$name/.complete"
+    fi
+done
+
+common=(--netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 --norm_G spectralspadesyncbatch3x3
+        --dataset_mode custom --label_dir "$work/train/train_label" --image_dir "$work/train/train_img"
+        --label_nc 182 --contain_dontcare_label --no_instance --crop_size "$size" --load_size $((size * 9 / 8))
+        --ndf 32 --batchSize "$batch" --niter 100000 --no_vgg_loss --ema --max_minutes "$minutes"
+        --save_latest_freq $((200 * batch)) --keep_checkpoints 2 --save_epoch_freq 100000
+        --display_freq $((200 * batch)) --print_freq $((20 * batch)) --nThreads "$workers" --gpu_ids "$gpu"
+        --checkpoints_dir "$work/runs" --no_progress "${extra[@]}")
+
+for recipe in "${recipes[@]}"; do
+    case $recipe in
+        baseline) terms=() ;;
+        latent) terms=(--lambda_latent 1) ;;
+        latent_ms) terms=(--lambda_latent 1 --lambda_ms 1) ;;
+        l1) terms=(--lambda_l1 10 --l1_downsample 8) ;;
+        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1)" >&2; exit 2 ;;
+    esac
+    resume=()
+    [ -d "$work/runs/$recipe/checkpoints" ] && resume=(--continue_train)
+    shown="${terms[*]}"
+    echo "== $recipe: ${shown:-the paper terms only}, $minutes min"
+    $spade train --name "$recipe" "${common[@]}" "${terms[@]}" "${resume[@]}"
+done
+
+runs=()
+for recipe in "${recipes[@]}"; do runs+=("$work/runs/$recipe"); done
+$spade evaluate --dataroot "$work/val" --no_fid --style_metrics --out "$work/eval" --gpu_ids "$gpu" \
+    --checkpoint "${runs[@]}" --name "${recipes[@]}"
