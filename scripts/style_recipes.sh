@@ -8,7 +8,9 @@
 #
 # Recipes (default: all): baseline (the paper's objective without VGG: hinge, feature matching,
 # KL), latent (+ latent regression, --lambda_latent 1), latent_ms (+ mode seeking, --lambda_ms 1),
-# l1 (+ the pooled L1 term, --lambda_l1 10 --l1_downsample 8). Runs resume where they stopped
+# l1 (+ the pooled L1 term, --lambda_l1 10 --l1_downsample 8), l1_latent (both: BicycleGAN's pair
+# of a reconstruction term, which teaches the encoder to read pictures, and latent regression,
+# which makes the generator show the code). Runs resume where they stopped
 # (--continue_train), so MINUTES may be given again to train further.
 #
 # Environment: SPADE (the command, default `spade`), SIZE (default 64), COUNT (training samples,
@@ -51,7 +53,8 @@ for recipe in "${recipes[@]}"; do
         latent) terms=(--lambda_latent 1) ;;
         latent_ms) terms=(--lambda_latent 1 --lambda_ms 1) ;;
         l1) terms=(--lambda_l1 10 --l1_downsample 8) ;;
-        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1)" >&2; exit 2 ;;
+        l1_latent) terms=(--lambda_l1 10 --l1_downsample 8 --lambda_latent 1) ;;
+        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1, l1_latent)" >&2; exit 2 ;;
     esac
     resume=()
     [ -d "$work/runs/$recipe/checkpoints" ] && resume=(--continue_train)
