@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ATEN = ["default", "avx2", "avx512"]
+ATEN = ["default", "avx2", "avx512"]          # in rising order
 ONEDNN = ["AVX2", "AVX512_CORE", "ALL"]
 
 _PROBE = """
@@ -54,8 +54,7 @@ def cpu_runs_aten(aten: str) -> bool:
     kernels of an instruction set the CPU lacks die of an illegal instruction."""
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     native = effective_isa(env).split(",")[0].removeprefix("ATen ").lower()
-    order = ["default", "avx2", "avx512"]
-    return aten not in order or native not in order or order.index(aten) <= order.index(native)
+    return aten not in ATEN or native not in ATEN or ATEN.index(aten) <= ATEN.index(native)
 
 
 def run_setting(aten: str, onednn: str, log: Path, pytest_args: list[str]) -> tuple[int, str]:
