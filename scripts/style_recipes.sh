@@ -10,12 +10,14 @@
 # KL), latent (+ latent regression, --lambda_latent 1), latent_ms (+ mode seeking, --lambda_ms 1),
 # l1 (+ the pooled L1 term, --lambda_l1 10 --l1_downsample 8), l1_latent (both: BicycleGAN's pair
 # of a reconstruction term, which teaches the encoder to read pictures, and latent regression,
-# which makes the generator show the code). Runs resume where they stopped
+# which makes the generator show the code), zmod_l1 (l1 with --z_modulation: the code also scales
+# and shifts every generator block's input). Runs resume where they stopped
 # (--continue_train), so MINUTES may be given again to train further.
 #
-# Environment: SPADE (the command, default `spade`), SIZE (default 64), COUNT (training samples,
-# default 3000), GPU_IDS (default -1), BATCH (default 2), WORKERS (default 0), EXTRA (more
-# options for every run).
+# Environment: SPADE (the command, default `spade`), SIZE (default 64), LOAD_SIZE (default
+# SIZE·9/8), COUNT (training samples, default 3000), GPU_IDS (default -1), BATCH (default 2),
+# WORKERS (default 0), FROM (a checkpoint every run starts from, `--init_from`, instead of from
+# scratch: e.g. the bundled model with SIZE=256 LOAD_SIZE=286), EXTRA (more options for every run).
 set -euo pipefail
 work=${1:?usage: style_recipes.sh WORK_DIR MINUTES [RECIPE...]}
 minutes=${2:?usage: style_recipes.sh WORK_DIR MINUTES [RECIPE...]}
@@ -24,6 +26,7 @@ recipes=("$@")
 [ ${#recipes[@]} -gt 0 ] || recipes=(baseline latent latent_ms l1)
 spade=${SPADE:-spade}
 size=${SIZE:-64}
+load_size=${LOAD_SIZE:-$((size * 9 / 8))}
 count=${COUNT:-3000}
 gpu=${GPU_IDS:--1}
 batch=${BATCH:-2}
@@ -41,7 +44,7 @@ done
 
 common=(--netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 --norm_G spectralspadesyncbatch3x3
         --dataset_mode custom --label_dir "$work/train/train_label" --image_dir "$work/train/train_img"
-        --label_nc 182 --contain_dontcare_label --no_instance --crop_size "$size" --load_size $((size * 9 / 8))
+        --label_nc 182 --contain_dontcare_label --no_instance --crop_size "$size" --load_size "$load_size"
         --ndf 32 --batchSize "$batch" --niter 100000 --no_vgg_loss --ema --max_minutes "$minutes"
         --save_latest_freq $((200 * batch)) --keep_checkpoints 2 --save_epoch_freq 100000
         --display_freq $((200 * batch)) --print_freq $((20 * batch)) --nThreads "$workers" --gpu_ids "$gpu"
@@ -54,9 +57,11 @@ for recipe in "${recipes[@]}"; do
         latent_ms) terms=(--lambda_latent 1 --lambda_ms 1) ;;
         l1) terms=(--lambda_l1 10 --l1_downsample 8) ;;
         l1_latent) terms=(--lambda_l1 10 --l1_downsample 8 --lambda_latent 1) ;;
-        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1, l1_latent)" >&2; exit 2 ;;
+        zmod_l1) terms=(--lambda_l1 10 --l1_downsample 8 --z_modulation) ;;
+        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1, l1_latent, zmod_l1)" >&2; exit 2 ;;
     esac
     resume=()
+    [ -n "${FROM:-}" ] && resume=(--init_from "$FROM")
     [ -d "$work/runs/$recipe/checkpoints" ] && resume=(--continue_train)
     shown="${terms[*]}"
     echo "== $recipe: ${shown:-the paper terms only}, $minutes min"

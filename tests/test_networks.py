@@ -222,3 +222,35 @@ def test_build_networks_with_everything():
     image = nets.generator(seg, reparameterize(mu, logvar))
     assert image.shape == (1, 3, 64, 64)
     assert nets.discriminator(torch.cat([seg, image], 1))[0][-1].shape[1] == 1
+
+
+@pytest.mark.numeric
+def test_z_modulation_starts_as_the_identity_and_then_carries_the_code():
+    """--z_modulation adds zero-initialised per-channel x·(1 + a(z)) + b(z) before every block
+    and the last layer: at the start the generator is exactly the one without them (so a trained
+    model can be continued with them); once trained, z reaches the picture through them, in the
+    fast path and the reference path alike (float64: the two compute the same function)."""
+    torch.manual_seed(0)
+    plain = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=8, norm="spectralspadebatch3x3", spade_hidden=8)
+    modulated = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=8, norm="spectralspadebatch3x3", spade_hidden=8,
+                               z_modulation=True)
+    assert len(modulated.z_modulation) == 8  # 7 blocks + the last layer
+    missing, unexpected = modulated.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("z_modulation.") for key in missing)
+    plain.eval().double()
+    modulated.eval().double()
+    seg, z = _seg().double(), torch.randn(2, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(plain(seg, z), modulated(seg, z))
+        for layer in modulated.z_modulation:
+            torch.nn.init.normal_(layer.weight, std=0.1)
+        fast = modulated(seg, z)
+        modulated.fast_spade = False
+        reference = modulated(seg, z)
+    assert not torch.allclose(fast, plain(seg, z), atol=1e-3)
+    check_error("z modulation: fast vs reference path, float64", max_abs_diff(fast, reference), FLOAT64_REL)
+
+
+def test_z_modulation_needs_a_code():
+    with pytest.raises(ValueError, match="z_modulation needs a latent code"):
+        SPADEGenerator(5, ngf=2, crop_size=32, norm="spadeinstance3x3", spade_hidden=8, z_modulation=True)

@@ -47,7 +47,7 @@ OFFICIAL_DEFAULTS: dict[str, Any] = {
 _BOOL_OPTIONS_WITH_NONE_DEFAULT = {"isTrain"}
 # Options of ours that the official code does not have (written to opt.txt only when they differ
 # from the official behaviour, so official-compatible models keep an official-looking opt.txt).
-EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128}
+EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128, "z_modulation": False}
 
 
 def _parse_value(name: str, text: str) -> Any:
@@ -129,6 +129,7 @@ class GeneratorConfig:
     num_upsampling_layers: Literal["normal", "more", "most"] = "normal"
     z_dim: int | None = None                 # None: no image encoder, start from the label map
     spade_hidden: int = 128                  # SPADE label network width (official: fixed 128)
+    z_modulation: bool = False               # z also modulates every block's input (ours; official: off)
     resnet_n_downsample: int = 4
     resnet_n_blocks: int = 9
     resnet_kernel_size: int = 3
@@ -197,6 +198,7 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
         num_upsampling_layers=_option(options, "num_upsampling_layers"),
         z_dim=_option(options, "z_dim") if use_vae and net == "spade" else None,
         spade_hidden=_option(options, "spade_hidden"),
+        z_modulation=bool(_option(options, "z_modulation")) and use_vae and net == "spade",
         **{name: _option(options, name) for name in ("resnet_n_downsample", "resnet_n_blocks",
                                                      "resnet_kernel_size", "resnet_initial_kernel_size")})
     discriminator = None
@@ -229,6 +231,8 @@ def options_from_model_config(config: ModelConfig) -> dict[str, Any]:
     )
     if g.spade_hidden != EXTENSION_DEFAULTS["spade_hidden"]:
         options["spade_hidden"] = g.spade_hidden
+    if g.z_modulation:
+        options["z_modulation"] = True
     if config.discriminator is not None:
         d = config.discriminator
         options.update(ndf=d.ndf, n_layers_D=d.n_layers_D, num_D=d.num_D, norm_D=d.norm_D,

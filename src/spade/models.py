@@ -28,7 +28,8 @@ def build_generator(config: GeneratorConfig, semantics: SemanticsConfig) -> nn.M
         return SPADEGenerator(channels, ngf=config.ngf, crop_size=config.crop_size,
                               aspect_ratio=config.aspect_ratio,
                               num_upsampling_layers=config.num_upsampling_layers, z_dim=config.z_dim,
-                              norm=config.norm_G, spade_hidden=config.spade_hidden)
+                              norm=config.norm_G, spade_hidden=config.spade_hidden,
+                              z_modulation=config.z_modulation)
     if config.netG == "pix2pixhd":
         return Pix2PixHDGenerator(channels, ngf=config.ngf, n_downsample=config.resnet_n_downsample,
                                   n_blocks=config.resnet_n_blocks, kernel_size=config.resnet_kernel_size,

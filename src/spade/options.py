@@ -83,6 +83,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours.add_argument("--channels_last", action="store_true", help="channels-last memory format")
     ours.add_argument("--keep_checkpoints", type=int, default=3, help="latest step checkpoints to keep")
     ours.add_argument("--spade_hidden", type=int, default=128, help="SPADE label-network width (official: 128)")
+    ours.add_argument("--z_modulation", action="store_true",
+                      help="the style code also scales and shifts every generator block's input, per channel "
+                           "(FiLM, zero at the start; needs --use_vae; official: only through the first layer)")
     ours.add_argument("--no_tensorboard", action="store_true")
     ours.add_argument("--init_from", metavar="CHECKPOINT",
                       help="start from this checkpoint's weights (ours, a run folder or official): fine-tuning "
@@ -113,6 +116,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         options.update(beta1=0.5, beta2=0.999)  # the official defaults without TTUR
     options.update(given)
     options["spade_hidden"] = args.spade_hidden
+    options["z_modulation"] = args.z_modulation
     return options
 
 
@@ -135,6 +139,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
             raise SystemExit(f"--{name} must not be negative (got {getattr(args, name)})")
         if getattr(args, name) > 0 and not o["use_vae"]:
             raise SystemExit(f"--{name} needs the image encoder (--use_vae)")
+    if args.z_modulation and not (o["use_vae"] and o["netG"] == "spade"):
+        raise SystemExit("--z_modulation needs the SPADE generator with the image encoder (--netG spade --use_vae)")
     loss = LossConfig(gan_mode=o["gan_mode"], lambda_feat=o["lambda_feat"], lambda_vgg=o["lambda_vgg"],
                       lambda_kld=o["lambda_kld"], no_ganFeat_loss=o["no_ganFeat_loss"],
                       no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path,

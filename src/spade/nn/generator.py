@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fast_spade import label_maps_from_semantics
+from .init import ZeroInitLinear
 from .norm import NormSpec, add_norm, parse_norm_spec
 from .spade import SPADEResnetBlock
 
@@ -48,6 +49,7 @@ class SPADEGenerator(nn.Module):
         z_dim: int | None = None,            # latent size when an encoder is used, else None
         norm: NormSpec | str = "spectralspadesyncbatch3x3",
         spade_hidden: int = 128,             # width of SPADE's label network (official: 128)
+        z_modulation: bool = False,          # z also scales and shifts every block's input (ours)
     ):
         super().__init__()
         spec = parse_norm_spec(norm) if isinstance(norm, str) else norm
@@ -80,6 +82,18 @@ class SPADEGenerator(nn.Module):
             self.up_4 = block(nf, nf // 2)
             final_nc = nf // 2
         self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
+        if z_modulation:
+            if z_dim is None:
+                raise ValueError("z_modulation needs a latent code (z_dim)")
+            # The official generator hears z only through ``fc``, ahead of seven normalised blocks;
+            # here each block's input, and the last block's output, also gets a per-channel
+            # x·(1 + a(z)) + b(z), so the style code reaches the colours in one step. Zero at the
+            # start: the generator computes exactly what it did without them (a warm start keeps
+            # its pictures). Outside the SPADE layers, so the fast path is unchanged.
+            widths = [16 * nf] * 4 + [8 * nf, 4 * nf, 2 * nf] + ([nf] if num_upsampling_layers == "most" else [])
+            self.z_modulation = nn.ModuleList(ZeroInitLinear(z_dim, 2 * width) for width in widths + [final_nc])
+        else:
+            self.z_modulation = None
         # The exact fast computation of γ and β (spade.nn.fast_spade) for one-hot input; the
         # reference path stays selectable (``fast_spade = False``). Not part of the state dict.
         self.fast_spade = spec.kernel_size == 3
@@ -87,6 +101,12 @@ class SPADEGenerator(nn.Module):
     @staticmethod
     def up(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2, mode="nearest")
+
+    @staticmethod
+    def modulate(x: torch.Tensor, layer: nn.Linear, z: torch.Tensor) -> torch.Tensor:
+        """x·(1 + a) + b with [a | b] = layer(z), per sample and channel (FiLM)."""
+        scale, shift = layer(z).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        return x * (1 + scale) + shift
 
     def forward(self, seg: torch.Tensor, z: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -112,15 +132,20 @@ class SPADEGenerator(nn.Module):
                 # stays NCHW (see spade_modulate).
                 if not self.training:
                     x = x.contiguous(memory_format=torch.channels_last)
-        x = self.head_0(x, seg)
-        x = self.G_middle_0(x, seg, upsample=True)
-        x = self.G_middle_1(x, seg, upsample=self.num_upsampling_layers in ("more", "most"))
         # Each up block takes x upsampled 2× (nearest); it does the upsampling itself, so that
-        # the fast path can fold it into its first modulation.
-        for block in (self.up_0, self.up_1, self.up_2, self.up_3):
-            x = block(x, seg, upsample=True)
+        # the fast path can fold it into its first modulation. A per-channel z modulation commutes
+        # with that upsampling, so it is applied at the lower resolution.
+        blocks = [(self.head_0, False), (self.G_middle_0, True),
+                  (self.G_middle_1, self.num_upsampling_layers in ("more", "most"))]
+        blocks += [(block, True) for block in (self.up_0, self.up_1, self.up_2, self.up_3)]
         if self.num_upsampling_layers == "most":
-            x = self.up_4(x, seg, upsample=True)
+            blocks.append((self.up_4, True))
+        for index, (block, upsample) in enumerate(blocks):
+            if self.z_modulation is not None:
+                x = self.modulate(x, self.z_modulation[index], z)
+            x = block(x, seg, upsample=upsample)
+        if self.z_modulation is not None:
+            x = self.modulate(x, self.z_modulation[-1], z)
         # x is the last block's fresh output: at inference the ReLU may overwrite it.
         x = F.leaky_relu_(x, 0.2) if not torch.is_grad_enabled() else F.leaky_relu(x, 0.2)
         return torch.tanh(self.conv_img(x))

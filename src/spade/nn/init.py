@@ -2,11 +2,21 @@
 
 Conv and linear weights: Xavier-normal with gain ``init_variance`` (0.02) by default, biases 0;
 affine BatchNorm weights N(1, gain). Under spectral norm the raw weight is ``weight_orig``.
+Layers of ours that must start at zero (:class:`ZeroInitLinear`) keep their zeros.
 """
 
 from __future__ import annotations
 
 from torch import nn
+
+
+class ZeroInitLinear(nn.Linear):
+    """A linear layer whose weight and bias start at zero whatever the initialization scheme: an
+    added path that leaves the network's function unchanged until it is trained."""
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
 
 
 def init_weights(module: nn.Module, init_type: str = "xavier", gain: float = 0.02) -> nn.Module:
@@ -17,7 +27,7 @@ def init_weights(module: nn.Module, init_type: str = "xavier", gain: float = 0.0
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
             return
-        if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) or isinstance(m, ZeroInitLinear):
             return
         weight = getattr(m, "weight_orig", None)
         if weight is None:

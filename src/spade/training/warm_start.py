@@ -2,7 +2,8 @@
 
 Fine-tuning, not resuming: the new run has its own options, a fresh step count and fresh
 optimizers; only the weights come over. The architectures must match parameter for parameter,
-with one exception, the parameter-free normalization of the generator: instance norm and batch
+with two exceptions. The generator's z modulation (``--z_modulation``) starts at zero, where the
+generator computes what it did without it, so a model trained without it continues exactly. And the parameter-free normalization of the generator: instance norm and batch
 norm have the same parameters (none in SPADE, Eq. 1 takes γ and β from the label map), and differ
 only in BatchNorm's running statistics. So a model trained with instance norm at batch 1 can go
 on with batch norm at a larger batch, where the per-image statistics that instance norm erases
@@ -21,6 +22,9 @@ from ..checkpoint import is_checkpoint_folder, load_checkpoint, load_official
 from ..models import Networks
 
 _NORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+# Layers that start at zero and leave the network's function as it was: a source without them
+# is continued exactly (the generator's z modulation).
+_IDENTITY_AT_START = ("z_modulation.",)
 
 
 def _source_networks(path: Path) -> tuple[Networks, nn.Module | None]:
@@ -40,7 +44,7 @@ def _source_networks(path: Path) -> tuple[Networks, nn.Module | None]:
 
 def copy_weights(target: nn.Module, source: nn.Module, what: str) -> list[str]:
     """Load ``source``'s parameters and buffers into ``target``; returns the normalization
-    statistics that stayed fresh. Any other missing, extra or differently shaped tensor is an
+    statistics (and the layers that start as the identity) that stayed fresh. Any other missing, extra or differently shaped tensor is an
     error naming it."""
     theirs = source.state_dict()
     ours = target.state_dict()
@@ -48,7 +52,7 @@ def copy_weights(target: nn.Module, source: nn.Module, what: str) -> list[str]:
                 for key in ours.keys() & theirs.keys() if theirs[key].shape != ours[key].shape]
     missing = sorted(ours.keys() - theirs.keys())
     extra = sorted(theirs.keys() - ours.keys())
-    fresh = [key for key in missing if key.endswith(_NORM_STATISTICS)]
+    fresh = [key for key in missing if key.endswith(_NORM_STATISTICS) or key.startswith(_IDENTITY_AT_START)]
     problems += [f"{key}: not in the source" for key in missing if key not in fresh]
     problems += [f"{key}: in the source only" for key in extra if not key.endswith(_NORM_STATISTICS)]
     if problems:
@@ -76,7 +80,8 @@ def warm_start(networks: Networks, ema_generator: nn.Module | None, path: str | 
             report.append(f"{what}: fresh (the source has none)")
             continue
         fresh = copy_weights(target, theirs, what)
-        report.append(f"{what}: from {path}" + (f" ({len(fresh)} normalization statistics fresh)" if fresh else ""))
+        report.append(f"{what}: from {path}" + (f" ({len(fresh)} tensors fresh: normalization statistics or "
+                                                 "layers that start as the identity)" if fresh else ""))
     if ema_generator is not None:
         copy_weights(ema_generator, source_ema if source_ema is not None else source.generator, "EMA generator")
         report.append("EMA generator: from the source's " + ("EMA" if source_ema is not None else "generator"))
