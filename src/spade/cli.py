@@ -464,7 +464,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .bundled import BundledModelMissingError
 
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
-                    max_batch=args.max_batch, max_waiting=args.max_waiting)
+                    max_decoding=args.max_decoding, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    if min(limits.max_upload_bytes, limits.max_pixels, limits.max_decoding, limits.max_batch, limits.max_waiting) < 1:
+        raise SystemExit("spade serve: --max-upload-mb, --max-pixels, --max-decoding, --max-batch and "
+                         "--max-waiting must be positive")
     try:
         serve(args.checkpoint, host=args.host, port=args.port, device=device_from_gpu_ids(args.gpu_ids),
               limits=limits, extra_presets=args.preset or (), background=args.background,
@@ -644,8 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(name or id; default: sky)")
     serve.add_argument("--max-upload-mb", type=float, default=8.0, help="largest upload per file (default: 8)")
     serve.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest uploaded image in pixels")
+    serve.add_argument("--max-decoding", type=int, default=2, help="uploads decoded at once; each may hold "
+                       "up to max-upload-mb + 64 bytes per pixel while it is decoded (default: 2)")
     serve.add_argument("--max-batch", type=int, default=4, help="requests synthesized together (default: 4)")
-    serve.add_argument("--max-waiting", type=int, default=32, help="queued requests before 503 (default: 32)")
+    serve.add_argument("--max-waiting", type=int, default=32, help="queued requests, and uploads waiting to be "
+                       "decoded, before 503 (default: 32)")
     serve.set_defaults(run=cmd_serve)
 
     study = commands.add_parser("study", help="a preference study between two methods' images of the same label "

@@ -14,24 +14,25 @@
 - ``GET  /api/status``: the queue's counters.
 
 Inputs are checked before they reach the model: the request body and each upload have a byte
-limit (413), images a pixel limit read from their header before decoding (413), label maps must
-hold the model's classes (ids or palette colours) at the model's size unless ``resize`` is set
-(422, with the reason in plain words). Errors are ``{"detail": "..."}``. Synthesis requests wait
-in a bounded queue (:mod:`spade.serve.queue`); a full queue answers 503 at once.
+limit (413); uploads are decoded a few at a time, each only after its pixel count, read from its
+header, passed the pixel limit (413; :mod:`spade.serve.admission`); label maps must hold the
+model's classes (ids or palette colours) at the model's size unless ``resize`` is set (422, with
+the reason in plain words). Errors are ``{"detail": "..."}``. Synthesis requests wait in a
+bounded queue (:mod:`spade.serve.queue`); a full queue answers 503 at once, as does a full
+queue of uploads waiting to be decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -53,8 +54,10 @@ from .catalog import (
     png_bytes,
     random_layout,
 )
+from .admission import DECODE_BYTES_PER_PIXEL, DecodeGate, GateFull, Refusal, Refused, decode_upload
 from .queue import Job, QueueFull, SynthesisQueue
 
+T = TypeVar("T")
 MiB = 1024 * 1024
 _COLOUR_MODES = {"RGB", "RGBA"}
 
@@ -63,12 +66,21 @@ _COLOUR_MODES = {"RGB", "RGBA"}
 class Limits:
     max_upload_bytes: int = 8 * MiB       # per uploaded file
     max_pixels: int = 2048 * 2048         # per uploaded image (label map or style), read from its header
+    max_decoding: int = 2                 # uploads read and decoded at once (the others wait their turn)
     max_batch: int = 4                    # requests synthesized in one generator call
-    max_waiting: int = 32                 # requests the queue holds before answering 503
+    max_waiting: int = 32                 # requests the queue holds, and uploads waiting to be decoded, before 503
 
     @property
     def max_body_bytes(self) -> int:      # a label map and a style image, plus the form's overhead
         return 2 * self.max_upload_bytes + 64 * 1024
+
+    @property
+    def max_decode_bytes(self) -> int:    # the most memory one upload holds while it is decoded
+        return self.max_upload_bytes + self.max_pixels * DECODE_BYTES_PER_PIXEL
+
+    @property
+    def max_decoding_bytes(self) -> int:  # ... and all decodings together
+        return self.max_decoding * self.max_decode_bytes
 
 
 class _BodyTooLarge(Exception):
@@ -132,25 +144,6 @@ def _static(name: str) -> str:
     return resources.files("spade.serve").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def _open_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
-    """Decode an uploaded image; its pixel count is checked from the header before decoding."""
-    if not data:
-        raise HTTPException(422, f"the {what} file is empty")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Exception:  # noqa: BLE001 - PIL raises many types for what it cannot read
-        raise HTTPException(422, f"the {what} is not an image this server can read (send a PNG)") from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise HTTPException(413, f"the {what} is {width}×{height} = {width * height:,} pixels; this server "
-                                 f"takes at most {max_pixels:,} pixels")
-    try:
-        image.load()
-    except Exception as error:  # noqa: BLE001
-        raise HTTPException(422, f"the {what} could not be decoded ({error})") from None
-    return image
-
-
 class DemoState:
     """The model and what the page offers for it; request parsing (runs in worker threads)."""
 
@@ -197,57 +190,54 @@ class DemoState:
                         for p in self.presets.values()],
             "random_layouts": self.palette is COCO_STUFF,
             "limits": {"max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels,
-                       "max_batch": self.limits.max_batch, "max_waiting": self.limits.max_waiting},
+                       "max_decoding": self.limits.max_decoding, "max_batch": self.limits.max_batch,
+                       "max_waiting": self.limits.max_waiting},
             **self.classes(),
         }
 
-    # -- parsing (in worker threads) -------------------------------------------------------------
+    # -- parsing (in the decoding threads) --------------------------------------------------------
 
-    def read_labels(self, data: bytes, resize: bool):
-        """A label-map upload → a validated Layout (1×1×H×W) at the model's size."""
-        return self.read_labels_sized(data, resize)[0]
-
-    def read_labels_sized(self, data: bytes, resize: bool):
-        """(Layout, the upload's (height, width) before any resizing)."""
-        image = _open_image(data, "label map", self.limits.max_pixels)
+    def labels_from_image(self, image: Image.Image, resize: bool):
+        """A decoded label-map upload → (a validated Layout (1×1×H×W) at the model's size, the
+        upload's (height, width) before any resizing); :class:`Refused` (422) for what the model
+        cannot take."""
         try:
             ids = ids_from_image(image, self.palette, "label map")
         except ValueError as error:
-            raise HTTPException(422, str(error)) from None
+            raise Refused(422, str(error)) from None
         dontcare_id = self.palette.dontcare_id
         if (image.mode in _COLOUR_MODES and dontcare_id is not None and not self.dontcare
                 and bool((ids == dontcare_id).any())):
-            raise HTTPException(422, f"the label map has {int((ids == dontcare_id).sum())} black (0, 0, 0) pixels: "
-                                     f"black is don't-care in the {self.palette.name} palette and this model "
-                                     "has no don't-care class; give those pixels a class colour")
+            raise Refused(422, f"the label map has {int((ids == dontcare_id).sum())} black (0, 0, 0) pixels: "
+                               f"black is don't-care in the {self.palette.name} palette and this model "
+                               "has no don't-care class; give those pixels a class colour")
         try:
             return self.synthesizer.layout(torch.from_numpy(ids), resize=resize).compact(), ids.shape
         except ValueError as error:
-            raise HTTPException(422, str(error)) from None
+            raise Refused(422, str(error)) from None
 
-    def read_style(self, data: bytes | None, preset: str | None) -> torch.Tensor | None:
-        if data is None and not preset:
-            return None
+    def style_from_image(self, image: Image.Image) -> torch.Tensor:
+        try:
+            return _style_tensor(image, self.size)
+        except (ValueError, OSError) as error:  # a mode Pillow cannot turn into RGB
+            raise Refused(422, f"the style image cannot be read as a colour picture ({error})") from None
+
+    def preset_tensor(self, preset: str | None) -> torch.Tensor | None:
+        return None if preset is None else self._preset_tensor[preset]
+
+    def check_style_choice(self, has_image: bool, preset: str | None) -> None:
+        """Refuse a style the model cannot take, before any upload is decoded."""
+        if not has_image and not preset:
+            return
         if not self.has_encoder:
             raise HTTPException(422, "this model has no image encoder, so it takes no style image or preset; "
                                      "it makes one image per label map" + (" (or one per seed)" if
                                                                            self.synthesizer.takes_style else ""))
-        if data is not None and preset:
+        if has_image and preset:
             raise HTTPException(422, "give either a style image or a preset, not both")
-        if preset:
-            if preset not in self.presets:
-                known = ", ".join(self.presets) or "none"
-                raise HTTPException(422, f"unknown preset {preset!r}; this server has: {known}")
-            return self._preset_tensor[preset]
-        image = _open_image(data, "style image", self.limits.max_pixels)
-        return _style_tensor(image, self.size)
-
-    def make_job(self, label: bytes, style: bytes | None, preset: str | None, seed: int | None,
-                 resize: bool) -> Job:
-        layout = self.read_labels(label, resize)
-        style_tensor = self.read_style(style, preset)
-        self.last_labels = layout.labels[0, 0].numpy().astype(np.int64)
-        return Job(layout, seed, style_tensor)
+        if preset and preset not in self.presets:
+            known = ", ".join(self.presets) or "none"
+            raise HTTPException(422, f"unknown preset {preset!r}; this server has: {known}")
 
 
 def _style_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
@@ -258,13 +248,6 @@ def _style_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
-async def _read_upload(upload: UploadFile, what: str, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise HTTPException(413, f"the {what} is larger than this server accepts ({limit / MiB:.1f} MiB)")
-    return data
-
-
 def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, presets: Sequence[Preset] | None = None,
                background: str | int | None = None, name: str | None = None, warm_up: bool = True) -> FastAPI:
     """The demo app for ``synthesizer``. ``presets``: style presets (default: procedural landscape
@@ -273,6 +256,18 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
     limits = limits or Limits()
     state = DemoState(synthesizer, limits, presets, background, name)
     queue = SynthesisQueue(synthesizer, max_batch=limits.max_batch, max_waiting=limits.max_waiting)
+    gate = DecodeGate(limits.max_decoding, limits.max_waiting)
+
+    async def decoded(upload: UploadFile, what: str, parse: Callable[[Image.Image], T]) -> T:
+        """``parse`` of an uploaded image, admitted as :mod:`spade.serve.admission` describes."""
+        try:
+            result = await gate.run(decode_upload, upload.file, what, limits.max_upload_bytes,
+                                    limits.max_pixels, parse)
+        except GateFull as error:
+            raise HTTPException(503, str(error)) from None
+        if isinstance(result, Refusal):
+            raise HTTPException(result.status, result.detail)
+        return result
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -283,11 +278,13 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
             await asyncio.get_running_loop().run_in_executor(None, queue.run_now, [Job(layout, 0)])
         yield
         await queue.stop()
+        gate.close()
 
     app = FastAPI(title="spade web demo", version="1", lifespan=lifespan,
                   description="Semantic image synthesis (SPADE / GauGAN): paint a label map, get a picture.")
     app.state.demo = state
     app.state.queue = queue
+    app.state.gate = gate
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -338,8 +335,7 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
               responses=errors)
     async def decode(label: Annotated[UploadFile, File(description="PNG of class ids or of palette colours")],
                      resize: bool = Form(True, description="resize (nearest) to the model's size")) -> dict:
-        data = await _read_upload(label, "label map", limits.max_upload_bytes)
-        layout, (height, width) = await run_in_threadpool(state.read_labels_sized, data, resize)
+        layout, (height, width) = await decoded(label, "label map", lambda image: state.labels_from_image(image, resize))
         resized = (height, width) != layout.size
         return {**encode_ids(layout.labels[0, 0].numpy()),
                 "resized_from": {"height": height, "width": width} if resized else None}
@@ -355,13 +351,19 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
             seed: int | None = Form(None, ge=0, lt=2 ** 63, description="random style seed (default: a new one)"),
             resize: bool = Form(False, description="resize the label map (nearest) to the model's size"),
     ) -> Response:
-        label_bytes = await _read_upload(label, "label map", limits.max_upload_bytes)
-        style_bytes = None
-        if style is not None and (style.filename or style.size):  # an empty file field is no style
-            style_bytes = await _read_upload(style, "style image", limits.max_upload_bytes)
+        if style is not None and not (style.filename or style.size):  # an empty file field is no style
+            style = None
+        preset = preset or None
+        state.check_style_choice(style is not None, preset)
+        layout, _ = await decoded(label, "label map", lambda image: state.labels_from_image(image, resize))
+        if style is not None:
+            style_tensor = await decoded(style, "style image", state.style_from_image)
+        else:
+            style_tensor = state.preset_tensor(preset)
         if seed is None and synthesizer.takes_style:
             seed = secrets.randbelow(2 ** 31)
-        job = await run_in_threadpool(state.make_job, label_bytes, style_bytes, preset or None, seed, resize)
+        state.last_labels = layout.labels[0, 0].numpy().astype(np.int64)
+        job = Job(layout, seed, style_tensor)
         started = time.perf_counter()
         try:
             image = await queue.submit(job)
