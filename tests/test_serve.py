@@ -474,7 +474,7 @@ def test_concurrent_votes_are_all_kept(tmp_path):
     from spade.serve.study import StudyStore, VoteError
 
     store = StudyStore(tmp_path / "votes.sqlite")
-    trials = [store.new_trial(f"map{i % 5}", f"voter{i % 8}") for i in range(240)]
+    trials = [store.new_trial(f"map{i % 5}", f"voter{i // 5}") for i in range(240)]  # one per voter and map
     errors: list[BaseException] = []
 
     def cast(batch):
@@ -491,7 +491,7 @@ def test_concurrent_votes_are_all_kept(tmp_path):
         t.join()
     assert not errors
     report = store.report()
-    assert report.votes == 240 and report.voters == 8 and report.items == 5
+    assert report.votes == 240 and report.voters == 48 and report.items == 5
     expected_a = sum(("left" if int(t.id.encode().hex(), 16) % 3 else "right") == t.a_side for t in trials)
     assert report.votes_a == expected_a
     # sides were drawn at random, and recorded
@@ -506,6 +506,34 @@ def test_concurrent_votes_are_all_kept(tmp_path):
     with pytest.raises(VoteError) as error:
         store.vote("nope", "left", "x")
     assert error.value.status == 404
+
+
+def test_one_vote_per_voter_and_label_map(tmp_path):
+    """Trials fetched in several tabs before voting: the first vote on a map counts, the others
+    are refused, also when they arrive at once."""
+    from spade.serve.study import StudyStore, VoteError
+
+    store = StudyStore(tmp_path / "votes.sqlite")
+    tabs = [store.new_trial("map0", "v") for _ in range(6)]
+    outcomes: list[int] = []
+
+    def cast(trial):
+        try:
+            store.vote(trial.id, "left", "v")
+            outcomes.append(200)
+        except VoteError as error:
+            outcomes.append(error.status)
+
+    threads = [threading.Thread(target=cast, args=(t,)) for t in tabs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [200] + [409] * 5
+    assert store.report().votes == 1
+    store.vote(store.new_trial("map0", "w").id, "left", "w")  # another voter still votes on it
+    store.vote(store.new_trial("map1", "v").id, "left", "v")  # and this one on another map
+    assert store.report().votes == 3
 
 
 def test_study_app_over_http(tmp_path):
@@ -550,6 +578,14 @@ def test_study_app_over_http(tmp_path):
             assert "spade preferred over pix2pixhd in 100.0% of 24 votes" in c.get("/report").text
             bad = c.post("/api/vote", json={"trial": "x", "choice": "middle"})
             assert bad.status_code == 422
+        with httpx.Client(base_url=url) as c:  # a new voter with two tabs open on one map
+            first, second = c.get("/api/trial").json(), c.get("/api/trial").json()
+            while store.trial(second["trial"]).item != store.trial(first["trial"]).item:
+                second = c.get("/api/trial").json()
+            assert c.post("/api/vote", json={"trial": first["trial"], "choice": "left"}).status_code == 200
+            again = c.post("/api/vote", json={"trial": second["trial"], "choice": "left"})
+            assert again.status_code == 409 and "voted on this label map already" in again.json()["detail"]
+            assert c.get("/api/report").json()["votes"] == 25
 
 
 def test_cli_study_report(tmp_path, capsys):

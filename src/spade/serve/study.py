@@ -8,7 +8,8 @@ unlimited time.
 - Each trial puts method A on the left or the right at random (recorded with the trial); the
   image URLs name the trial and the side, never the method.
 - A voter (a random id in a cookie) sees the items with the fewest votes first and never judges
-  the same item twice.
+  the same item twice: the store takes one vote per (voter, item), however many trials of the
+  item the voter fetched (a second is refused with 409).
 - Votes go to SQLite in WAL mode, one connection per request and one ``BEGIN IMMEDIATE``
   transaction per vote; a trial takes one vote (a second is refused with 409).
 - The report gives the share of votes for A with its 95% Wilson score interval, and how often
@@ -137,6 +138,7 @@ CREATE TABLE IF NOT EXISTS votes (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS votes_voter ON votes (voter);
+CREATE INDEX IF NOT EXISTS votes_voter_item ON votes (voter, item);
 CREATE INDEX IF NOT EXISTS votes_item ON votes (item);
 """
 
@@ -199,7 +201,7 @@ class StudyStore:
     def vote(self, trial_id: str, choice: str, voter: str) -> str:
         """Record the choice ('left' or 'right') of ``voter`` on a trial; returns the winner ('a' or
         'b'). :class:`VoteError` for an unknown trial (404), another voter's trial (403), a second
-        vote (409) or a bad choice (422)."""
+        vote on the trial or on its item by this voter (409), or a bad choice (422)."""
         if choice not in ("left", "right"):
             raise VoteError(f"choice must be 'left' or 'right', not {choice!r}", 422)
         with self._connect() as db:
@@ -213,6 +215,10 @@ class StudyStore:
                     raise VoteError("this pair was shown to another voter", 403)
                 if db.execute("SELECT 1 FROM votes WHERE trial = ?", (trial_id,)).fetchone():
                     raise VoteError("this pair has been voted on already", 409)
+                # checked inside the write transaction, so two tabs voting at once cannot both pass
+                if db.execute("SELECT 1 FROM votes WHERE voter = ? AND item = ?", (voter, item)).fetchone():
+                    raise VoteError("you have voted on this label map already (in another tab?); "
+                                    "reload the page for a new pair", 409)
                 winner = "a" if choice == a_side else "b"
                 now = time.time()
                 db.execute("INSERT INTO votes (trial, item, a_side, choice, winner, voter, seconds, created) "
