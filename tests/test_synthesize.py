@@ -7,6 +7,7 @@ Tiny models (64×64, ngf 4) saved as the bundled model is: our checkpoint folder
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -413,3 +414,105 @@ def test_bf16_precision_from_the_command_line(model, tmp_path):
         Synthesizer.from_checkpoint(model, device="cpu", precision="fp8")
     with pytest.raises(ValueError, match="needs fold=True"):
         Synthesizer(low.networks, device="cpu", precision="bf16")
+
+
+# -- the output folder: checked before the model runs, published complete or not at all -----------
+
+@pytest.fixture
+def model_must_not_load(monkeypatch):
+    """Fail the test if the checkpoint is loaded: the output folder is checked before."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(Synthesizer, "from_checkpoint", refuse)
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_folder_that_cannot_take_the_files_is_refused_first(model, tmp_path, model_must_not_load):
+    label = write(tmp_path / "in" / "scene.png", landscape())
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    with pytest.raises(SystemExit, match=re.escape(f"--out {a_file}: exists and is not a folder")) as error:
+        run(label, "--checkpoint", model, "--out", a_file)
+    assert "\n" not in str(error.value) and a_file.read_text() == "keep me"
+    with pytest.raises(SystemExit, match=re.escape(f"{a_file} is a file, not a folder")):
+        run(label, "--checkpoint", model, "--out", a_file / "out")
+    # a file where the label previews' folder goes
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "labels").write_text("not a folder")
+    with pytest.raises(SystemExit, match=re.escape(f"{out / 'labels'} is a file; the output puts a folder there")):
+        run(label, "--checkpoint", model, "--out", out)
+    # a folder where an image goes
+    (out / "labels").unlink()
+    (out / "scene.png").mkdir()
+    with pytest.raises(SystemExit, match=re.escape(f"{out / 'scene.png'} is a folder")):
+        run(label, "--checkpoint", model, "--out", out)
+    # the output would replace its own input
+    with pytest.raises(SystemExit, match="would replace the input"):
+        run(label, "--checkpoint", model, "--out", tmp_path / "in")
+    assert listing(out) == {} and sorted(p.name for p in out.iterdir()) == ["scene.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "in", "out"]  # no staging folder left
+
+
+def test_a_read_only_output_folder_is_refused_first(model, tmp_path, model_must_not_load, monkeypatch):
+    label = write(tmp_path / "in" / "scene.png", landscape())
+    out = tmp_path / "read_only"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root writes anyway: make the folder refuse as it refuses others
+        mkdir = Path.mkdir
+
+        def refuse_inside(path, *args, **kwargs):
+            if path.parent == out:
+                raise PermissionError(13, "Permission denied", str(path))
+            return mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", refuse_inside)
+    try:
+        with pytest.raises(SystemExit, match=re.escape(f"--out {out}: cannot write there (Permission denied)")):
+            run(label, "--checkpoint", model, "--out", out)
+    finally:
+        out.chmod(0o755)
+    assert list(out.iterdir()) == []
+
+
+def test_a_failure_midway_publishes_nothing(model, tmp_path, monkeypatch):
+    for i in range(3):
+        write(tmp_path / "in" / f"scene{i}.png", landscape(i))
+    earlier = tmp_path / "earlier"
+    assert run(tmp_path / "in", "--checkpoint", model, "--out", earlier, "--seed", 1) == 0
+    before = listing(earlier)
+    calls = {"n": 0}
+    original = Synthesizer.__call__
+
+    def fail_on_the_second_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("the model failed on the second batch")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Synthesizer, "__call__", fail_on_the_second_batch)
+    for out in (earlier, tmp_path / "new"):  # an existing output folder and a new one
+        calls["n"] = 0
+        with pytest.raises(SystemExit, match="the model failed on the second batch"):
+            run(tmp_path / "in", "--checkpoint", model, "--out", out, "--seed", 2)
+    assert listing(earlier) == before  # the first image of this run did not reach it
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.rglob(".*staging*")]
+
+
+def test_outputs_are_written_alike(model, tmp_path):
+    """index.html gets the permissions the PNGs get (the user's umask), through the same writer."""
+    label = write(tmp_path / "in" / "scene.png", landscape())
+    out = tmp_path / "nested" / "out"
+    assert run(label, "--checkpoint", model, "--out", out, "--seed", 1) == 0
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert modes == {"scene.png": 0o666 & ~umask, "labels": 0o777 & ~umask, "labels/scene.png": 0o666 & ~umask,
+                     "index.html": 0o666 & ~umask}
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask

@@ -67,12 +67,10 @@ def match_instances(labels: list[Path], given: list[str] | None) -> list[Path | 
     return instances
 
 
-def write_gallery(out: Path, header: list[str], rows: list[tuple[str, list[str]]]) -> None:
-    """``out/index.html``, written last and atomically: one row per input (its name, then images
-    given by paths relative to ``out``: label map, outputs..., style)."""
+def gallery_page(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    """The gallery (``index.html``): one row per input (its name, then images given by paths
+    relative to the page: label map, outputs..., style)."""
     from urllib.parse import quote
-
-    from .checkpoint import atomic_write
 
     def cell(path: str) -> str:
         link = html.escape(quote(path))
@@ -81,11 +79,10 @@ def write_gallery(out: Path, header: list[str], rows: list[tuple[str, list[str]]
     heads = "".join(f"<th>{html.escape(h)}</th>" for h in ["input", *header])
     body = "\n".join(f"<tr><td>{html.escape(name)}</td>{''.join(cell(p) for p in paths)}</tr>"
                      for name, paths in rows)
-    page = ("<!doctype html><meta charset='utf-8'><title>spade synthesize</title>"
+    return ("<!doctype html><meta charset='utf-8'><title>spade synthesize</title>"
             "<style>body{font-family:sans-serif}img{max-width:256px;image-rendering:pixelated}"
             "td{padding:4px;vertical-align:top}</style>"
             f"<table><tr>{heads}</tr>\n{body}</table>\n")
-    atomic_write(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
 def synthesis_size(values: list[int] | None) -> tuple[int, int] | None:
@@ -102,15 +99,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         return _synthesize(args)
     except (ValueError, FileNotFoundError) as error:  # bad input or model: a message, no traceback
         raise SystemExit(f"spade synthesize: {error}") from None
+    except OSError as error:  # writing failed (a full disk...): nothing was published
+        raise SystemExit(f"spade synthesize: {error}; nothing was written to {args.out}") from None
 
 
 def _synthesize(args: argparse.Namespace) -> int:
-    import secrets
-
-    from PIL import Image
-
-    from .imageio import read_image, save_png_atomic
-    from .inference import Layout, Synthesizer
+    from .output import StagedFolder
 
     if args.samples < 1 or args.batch_size < 1:
         raise SystemExit("spade synthesize: --samples and --batch_size must be at least 1")
@@ -123,6 +117,49 @@ def _synthesize(args: argparse.Namespace) -> int:
             raise SystemExit(f"spade synthesize: {by_stem[label.stem]} and {label} would both write "
                              f"{label.stem}.png; give label maps with distinct file names")
         by_stem[label.stem] = label
+    plan = SynthesisPlan(labels, args.samples, None if args.style is None else Path(args.style))
+    inputs = labels + [p for p in instances if p is not None] + ([plan.style] if plan.style else [])
+    # The output folder is checked, and its staging folder made, before the model runs; the
+    # files reach it together at the end, or not at all.
+    with StagedFolder(args.out, plan.files(), inputs) as out:
+        count = _synthesize_into(out, plan, instances, size, args)
+        out.publish()
+    print(f"wrote {count} images and index.html to {args.out}")
+    return 0
+
+
+class SynthesisPlan:
+    """The files ``spade synthesize`` writes for its inputs, by name relative to ``--out``."""
+
+    def __init__(self, labels: list[Path], samples: int, style: Path | None):
+        self.labels, self.samples, self.style = labels, samples, style
+
+    def output(self, index: int, k: int) -> str:
+        stem = self.labels[index].stem
+        return f"{stem}.png" if self.samples == 1 else f"{stem}_s{k}.png"
+
+    def preview(self, index: int) -> str:
+        return f"labels/{self.labels[index].stem}.png"
+
+    def style_thumbnail(self) -> str | None:
+        return None if self.style is None else f"style/{self.style.stem}.png"
+
+    def files(self) -> list[str]:
+        names = [self.output(i, k) for i in range(len(self.labels)) for k in range(self.samples)]
+        names += [self.preview(i) for i in range(len(self.labels))]
+        return names + [n for n in [self.style_thumbnail()] if n] + ["index.html"]
+
+
+def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], size, args) -> int:
+    """Synthesize every planned image into the staged output ``out``; the number of images."""
+    import secrets
+
+    from PIL import Image
+
+    from .imageio import read_image
+    from .inference import Layout, Synthesizer
+
+    labels = plan.labels
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
                                               epoch=args.which_epoch, precision=args.precision)
     if size is not None and (problem := synthesizer.size_problem(*size)):
@@ -145,16 +182,12 @@ def _synthesize(args: argparse.Namespace) -> int:
         print(f"seed {seed} (pass --seed {seed} to make these images again)")
     seeds = [None if seed is None else seed + k for k in range(args.samples)]  # sample k: seed S + k (Fig. 9)
 
-    def output_name(index: int, k: int) -> str:
-        return f"{labels[index].stem}.png" if args.samples == 1 else f"{labels[index].stem}_s{k}.png"
-
     # (input, sample) pairs, batched among maps of one size.
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for index, layout in enumerate(layouts):
         groups.setdefault(layout.size, []).extend((index, k) for k in range(args.samples))
     batches = [items[i:i + args.batch_size] for items in groups.values()
                for i in range(0, len(items), args.batch_size)]
-    out = Path(args.out)
     with tqdm(total=len(labels) * args.samples, desc="synthesize", unit="img",
               disable=len(labels) * args.samples < 2) as progress:
         for batch in batches:
@@ -162,35 +195,32 @@ def _synthesize(args: argparse.Namespace) -> int:
             batch_seeds = None if seed is None else [seeds[k] for _, k in batch]
             images = synthesizer(layout, style=style, seed=batch_seeds)
             for (index, k), image in zip(batch, images):
-                save_png_atomic(image, out / output_name(index, k))
+                out.write_png(plan.output(index, k), image)
             progress.update(len(batch))
 
-    # Label previews (in the model's palette, as synthesized), the style thumbnail, the gallery last.
-    for label, layout in zip(labels, layouts):
-        _save_label_preview(layout.labels[0, 0], synthesizer.palette, out / "labels" / f"{label.stem}.png")
+    # Label previews (in the model's palette, as synthesized), the style thumbnail, the gallery.
+    for index, layout in enumerate(layouts):
+        out.write_png(plan.preview(index), label_preview(layout.labels[0, 0], synthesizer.palette))
     style_cell = []
     if args.style is not None:
         thumbnail = Image.open(args.style).convert("RGB")
         thumbnail.thumbnail((256, 256))
-        style_cell = [f"style/{Path(args.style).stem}.png"]
-        save_png_atomic(thumbnail, out / style_cell[0])
+        style_cell = [plan.style_thumbnail()]
+        out.write_png(style_cell[0], thumbnail)
     header = ["label map"]
     header += ["synthesized" if s is None else f"seed {s}" for s in seeds]
     header += [f"style: {Path(args.style).name}"] if args.style is not None else []
-    rows = [(label.name, [f"labels/{label.stem}.png"] + [output_name(index, k) for k in range(args.samples)]
+    rows = [(label.name, [plan.preview(index)] + [plan.output(index, k) for k in range(args.samples)]
              + style_cell) for index, label in enumerate(labels)]
-    write_gallery(out, header, rows)
-    print(f"wrote {len(labels) * args.samples} images and index.html to {out}")
-    return 0
+    out.write_text("index.html", gallery_page(header, rows))
+    return len(labels) * args.samples
 
 
-def _save_label_preview(ids: torch.Tensor, palette, path: Path) -> None:
+def label_preview(ids: torch.Tensor, palette):
     """A label map in its palette's colours (``spade.inference.palette_for_model``)."""
     from PIL import Image
 
-    from .imageio import save_png_atomic
-
-    save_png_atomic(Image.fromarray(palette.colorize(ids.long().numpy())), path)
+    return Image.fromarray(palette.colorize(ids.long().numpy()))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
