@@ -241,8 +241,10 @@ def test_bad_inputs_are_4xx_in_plain_words(client):
     assert response.status_code == 422 and "empty" in detail(response)
     response = client.post("/api/synthesize", data={"seed": "1"})
     assert response.status_code == 422 and "label" in detail(response)
-    response = synthesize(client, png(ids), seed=-3)
-    assert response.status_code == 422 and "seed" in detail(response)
+    for seed in (-3, 2 ** 63, 2 ** 64):  # the range spade synthesize --seed takes
+        response = synthesize(client, png(ids), seed=seed)
+        assert response.status_code == 422 and "seed" in detail(response)
+    assert synthesize(client, png(ids), seed=2 ** 63 - 1).status_code == 200
     response = synthesize(client, png(ids), seed=0, preset="nowhere")
     assert response.status_code == 422 and "unknown preset 'nowhere'" in detail(response)
     response = synthesize(client, png(ids), seed=0, preset="sunset", style=png(colours))

@@ -516,3 +516,22 @@ def test_outputs_are_written_alike(model, tmp_path):
     assert modes == {"scene.png": 0o666 & ~umask, "labels": 0o777 & ~umask, "labels/scene.png": 0o666 & ~umask,
                      "index.html": 0o666 & ~umask}
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+# -- seeds: one range for the command line and the API ---------------------------------------------
+
+@pytest.mark.parametrize("seed, samples", [(2 ** 64 - 1, 2), (2 ** 64, 1), (-1, 1), (2 ** 63 - 1, 2)])
+def test_seeds_out_of_range_are_refused_first(model, tmp_path, model_must_not_load, seed, samples):
+    label = write(tmp_path / "in" / "scene.png", landscape())
+    with pytest.raises(SystemExit, match=re.escape(f"spade synthesize: --seed {seed}: ")) as error:
+        run(label, "--checkpoint", model, "--out", tmp_path / "out", "--seed", seed, "--samples", samples)
+    assert "\n" not in str(error.value) and "2**63 - 1" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_largest_seeds_work(model, tmp_path):
+    label = write(tmp_path / "in" / "scene.png", landscape())
+    assert run(label, "--checkpoint", model, "--out", tmp_path / "out", "--seed", 2 ** 63 - 2, "--samples", 2) == 0
+    assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"scene_s0.png", "scene_s1.png"}
+    with pytest.raises(ValueError, match=re.escape(f"seed {2 ** 63}: expected a whole number from 0")):
+        Synthesizer.from_checkpoint(model, device="cpu")(label, seed=[2 ** 63])

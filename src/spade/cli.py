@@ -105,6 +105,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 def _synthesize(args: argparse.Namespace) -> int:
     from .output import StagedFolder
+    from .seeds import seed_problem
 
     if args.samples < 1 or args.batch_size < 1:
         raise SystemExit("spade synthesize: --samples and --batch_size must be at least 1")
@@ -117,6 +118,8 @@ def _synthesize(args: argparse.Namespace) -> int:
             raise SystemExit(f"spade synthesize: {by_stem[label.stem]} and {label} would both write "
                              f"{label.stem}.png; give label maps with distinct file names")
         by_stem[label.stem] = label
+    if args.seed is not None and (problem := seed_problem(args.seed, args.samples)):
+        raise SystemExit(f"spade synthesize: --seed {args.seed}: {problem}")
     plan = SynthesisPlan(labels, args.samples, None if args.style is None else Path(args.style))
     inputs = labels + [p for p in instances if p is not None] + ([plan.style] if plan.style else [])
     # The output folder is checked, and its staging folder made, before the model runs; the
@@ -547,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--style", help="a reference image whose style the image encoder reads, for every input "
                        "(paper Fig. 1; models with an encoder)")
     synth.add_argument("--seed", type=int, default=None,
-                       help="random style seed S (models with an encoder; default: a random one, printed)")
+                       help="random style seed S, 0 <= S < 2**63 (models with an encoder; default: a random "
+                       "one, printed)")
     synth.add_argument("--samples", type=int, default=1, metavar="K",
                        help="K images of each label map with seeds S, S+1, ... (Fig. 9), named NAME_s{k}.png")
     sizing = synth.add_mutually_exclusive_group()

@@ -27,6 +27,7 @@ from .nn.encoder import reparameterize
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
 from .nn.prepacked import set_compute_dtype
 from .palettes import Palette, palette_for
+from .seeds import check_seed
 from .semantics import build_semantics, validate_labels
 
 LabelInput = str | os.PathLike | np.ndarray | torch.Tensor | Image.Image
@@ -330,7 +331,7 @@ class Synthesizer:
     # -- synthesis -------------------------------------------------------------------------------
 
     def _generator(self, seed: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(int(seed))
+        return torch.Generator(device=self.device).manual_seed(check_seed(seed))
 
     @torch.no_grad()
     def synthesize(self, label_map: LabelInput | Layout, instance_map: LabelInput | None = None,

@@ -45,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..inference import Synthesizer, ids_from_image
 from ..palettes import COCO_STUFF
+from ..seeds import SEED_LIMIT
 from .catalog import (
     Preset,
     background_class,
@@ -348,7 +349,8 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
             label: Annotated[UploadFile, File(description="PNG of class ids (grayscale / 16-bit) or palette colours")],
             style: Annotated[UploadFile | None, File(description="a reference picture whose style to take")] = None,
             preset: str | None = Form(None, description="the name of a style preset (see /api/model)"),
-            seed: int | None = Form(None, ge=0, lt=2 ** 63, description="random style seed (default: a new one)"),
+            seed: int | None = Form(None, ge=0, lt=SEED_LIMIT, description="random style seed, 0 <= seed < 2**63 "
+                                                                             "(default: a new one)"),
             resize: bool = Form(False, description="resize the label map (nearest) to the model's size"),
     ) -> Response:
         if style is not None and not (style.filename or style.size):  # an empty file field is no style
