@@ -535,3 +535,42 @@ def test_the_largest_seeds_work(model, tmp_path):
     assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"scene_s0.png", "scene_s1.png"}
     with pytest.raises(ValueError, match=re.escape(f"seed {2 ** 63}: expected a whole number from 0")):
         Synthesizer.from_checkpoint(model, device="cpu")(label, seed=[2 ** 63])
+
+
+# -- pixel limits -----------------------------------------------------------------------------------
+
+def header_only_png(path: Path, width: int, height: int) -> Path:
+    """A small file whose PNG header declares width×height grayscale pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_inputs_over_the_pixel_limit_are_refused_from_their_headers(model, tmp_path, model_must_not_load):
+    big = header_only_png(tmp_path / "in" / "big.png", 5000, 4000)
+    with pytest.raises(SystemExit, match=re.escape(f"{big}: 5000×4000 = 20,000,000 pixels, over the limit of "
+                                                   f"16,777,216 (--max_pixels); pass --max_pixels 20000000")):
+        run(big, "--checkpoint", model, "--out", tmp_path / "out", "--resize")
+    bomb = header_only_png(tmp_path / "in" / "bomb.png", 20000, 20000)  # over Pillow's own limit
+    with pytest.raises(SystemExit, match=re.escape(f"{bomb}: 20000×20000 = 400,000,000 pixels")):
+        run(bomb, "--checkpoint", model, "--out", tmp_path / "out", "--max_pixels", 10 ** 8)
+    style = header_only_png(tmp_path / "style.png", 300, 300)
+    label = write(tmp_path / "ok" / "scene.png", landscape())
+    with pytest.raises(SystemExit, match=re.escape(f"{style}: 300×300 = 90,000 pixels")):
+        run(label, "--checkpoint", model, "--out", tmp_path / "out", "--style", style, "--max_pixels", 64 * 64)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_larger_pixel_limit_is_an_explicit_choice(model, tmp_path):
+    big = write(tmp_path / "in" / "big.png", np.kron(landscape(), np.ones((2, 2), np.uint8)))  # 128×128
+    with pytest.raises(SystemExit, match="over the limit of 4,096"):
+        run(big, "--checkpoint", model, "--out", tmp_path / "out", "--resize", "--max_pixels", 64 * 64)
+    assert run(big, "--checkpoint", model, "--out", tmp_path / "out", "--resize", "--max_pixels", 128 * 128) == 0

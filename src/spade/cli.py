@@ -19,6 +19,7 @@ from tqdm import tqdm
 from . import __version__
 
 LABEL_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
+MAX_INPUT_PIXELS = 4096 * 4096  # spade synthesize --max_pixels
 
 
 def device_from_gpu_ids(gpu_ids: str | None) -> torch.device:
@@ -122,6 +123,7 @@ def _synthesize(args: argparse.Namespace) -> int:
         raise SystemExit(f"spade synthesize: --seed {args.seed}: {problem}")
     plan = SynthesisPlan(labels, args.samples, None if args.style is None else Path(args.style))
     inputs = labels + [p for p in instances if p is not None] + ([plan.style] if plan.style else [])
+    check_pixel_counts(inputs, args.max_pixels)
     # The output folder is checked, and its staging folder made, before the model runs; the
     # files reach it together at the end, or not at all.
     with StagedFolder(args.out, plan.files(), inputs) as out:
@@ -129,6 +131,19 @@ def _synthesize(args: argparse.Namespace) -> int:
         out.publish()
     print(f"wrote {count} images and index.html to {args.out}")
     return 0
+
+
+def check_pixel_counts(paths: list[Path], limit: int) -> None:
+    """Refuse inputs over ``--max_pixels`` from their headers, before any is decoded: decoding
+    and resizing a label map holds tens of bytes per pixel."""
+    from .imageio import allow_pixels, pixel_count_problem
+
+    if limit < 1:
+        raise SystemExit(f"spade synthesize: --max_pixels {limit}: expected a positive number of pixels")
+    allow_pixels(limit)
+    for path in paths:
+        if problem := pixel_count_problem(path, limit):
+            raise SystemExit(f"spade synthesize: {problem}")
 
 
 class SynthesisPlan:
@@ -561,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     sizing.add_argument("--resize", action="store_true",
                         help="resize label maps (nearest) to the model's size, as the official test preprocessing")
     synth.add_argument("--batch_size", type=int, default=1, help="images per forward pass")
+    synth.add_argument("--max_pixels", type=int, default=MAX_INPUT_PIXELS, metavar="N",
+                       help="refuse input images of more than N pixels, read from their headers before decoding "
+                       "(default: %(default)s = 4096², about a GiB to decode and resize a colour label map)")
     synth.add_argument("--which_epoch", default="latest", help="checkpoint epoch to load (official name)")
     synth.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
     synth.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",

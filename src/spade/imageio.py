@@ -28,6 +28,42 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
+def pixel_count_problem(path: str | os.PathLike, limit: int, option: str = "--max_pixels") -> str | None:
+    """Why the image at ``path`` is too large to decode (its size read from its header), or None.
+    Unreadable files are left to the reader, which names them."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        with open(path, "rb") as file:
+            size = png_header_size(file.read(24))
+        if size is None:
+            return (f"{path}: more pixels than Pillow agrees to decode ({2 * Image.MAX_IMAGE_PIXELS:,}), over "
+                    f"the limit of {limit:,} ({option})")
+        width, height = size
+    except Exception:  # noqa: BLE001 - not an image: the reader says so, with the reason
+        return None
+    if width * height <= limit:
+        return None
+    return (f"{path}: {width}×{height} = {width * height:,} pixels, over the limit of {limit:,} ({option}); "
+            f"pass {option} {width * height} to read it anyway")
+
+
+def png_header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first 24 bytes of a PNG (its IHDR chunk), for files Pillow
+    refuses to open at all; None for anything else."""
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def allow_pixels(limit: int) -> None:
+    """Let Pillow open images up to ``limit`` pixels (its own bomb check refuses twice its
+    default, 89 million pixels, before our limit is consulted)."""
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_id_map(path: str | os.PathLike, what: str = "label map") -> torch.Tensor:
     """An H×W int64 tensor of the ids stored in an integer image (label or instance map)."""
     path = Path(path)

@@ -29,6 +29,8 @@ from typing import BinaryIO, TypeVar
 
 from PIL import Image
 
+from ..imageio import png_header_size
+
 T = TypeVar("T")
 MiB = 1024 * 1024
 
@@ -76,13 +78,16 @@ def open_image(file: BinaryIO, what: str, max_bytes: int, max_pixels: int) -> Im
         raise Refused(413, f"the {what} is larger than this server accepts ({max_bytes / MiB:.1f} MiB)")
     try:
         image = Image.open(file)  # reads the header only
-    except Image.DecompressionBombError:
-        raise Refused(413, f"the {what} has more pixels than Pillow agrees to decode "
-                           f"({Image.MAX_IMAGE_PIXELS * 2:,}); this server takes at most {max_pixels:,} "
-                           "pixels") from None
+        width, height = image.size
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: still over ours
+        file.seek(0)
+        size = png_header_size(file.read(24))
+        if size is None:
+            raise Refused(413, f"the {what} has more pixels than Pillow agrees to decode; this server takes "
+                               f"at most {max_pixels:,} pixels") from None
+        width, height = size
     except Exception:  # noqa: BLE001 - Pillow raises many types for what it cannot read
         raise Refused(422, f"the {what} is not an image this server can read (send a PNG)") from None
-    width, height = image.size
     if width * height > max_pixels:
         raise Refused(413, f"the {what} is {width}×{height} = {width * height:,} pixels; this server "
                            f"takes at most {max_pixels:,} pixels")
