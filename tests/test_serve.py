@@ -590,6 +590,25 @@ def test_study_app_over_http(tmp_path):
             assert c.get("/api/report").json()["votes"] == 25
 
 
+@pytest.mark.parametrize("folder", ["labels", "a", "b"])
+def test_study_checks_every_file_at_start_up(tmp_path, monkeypatch, folder):
+    from spade import cli
+
+    dir_a, dir_b, labels = make_study(tmp_path)
+    bad = {"labels": labels, "a": dir_a, "b": dir_b}[folder] / "map1.png"
+    for old in bad.parent.glob("map1.*"):
+        old.unlink()
+    bad.write_text("not a picture")
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("the study started"))
+    with pytest.raises(SystemExit) as error:
+        cli.main(["study", "--a", str(dir_a), "--b", str(dir_b), "--labels", str(labels),
+                  "--db", str(tmp_path / "votes.sqlite")])
+    message = str(error.value)
+    assert message.startswith(f"spade study: {bad}: cannot read this ") and "\n" not in message
+
+
 def test_cli_study_report(tmp_path, capsys):
     from spade import cli
     from spade.serve.study import StudyStore

@@ -116,6 +116,34 @@ def match_items(dir_a: str | Path, dir_b: str | Path, labels: str | Path) -> lis
     return [Item(n, by_label[n], by_a[n], by_b[n]) for n in names]
 
 
+_ID_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}
+
+
+def _check_readable(path: Path, what: str, label: bool) -> None:
+    """Decode ``path`` once, so that a file the study cannot show stops it at start-up."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for unreadable files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: cannot read this {what} as an image ({reason})") from None
+    if label and mode not in _ID_MODES | {"RGB", "RGBA"}:
+        raise ValueError(f"{path}: a label map must hold class ids (grayscale, palette-index or 16-bit PNG) "
+                         f"or colours (RGB), got an image of mode {mode!r}")
+
+
+def check_items(items: list[Item]) -> None:
+    """Every label map and image of the study can be read; ``ValueError`` naming the first
+    file that cannot."""
+    for item in items:
+        _check_readable(item.label, "label map", label=True)
+        _check_readable(item.a, "image of method A", label=False)
+        _check_readable(item.b, "image of method B", label=False)
+
+
 # -- the votes ------------------------------------------------------------------------------------
 
 _SCHEMA = """
@@ -291,7 +319,9 @@ def create_study_app(dir_a: str | Path, dir_b: str | Path, labels: str | Path, s
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
 
-    items = {item.name: item for item in match_items(dir_a, dir_b, labels)}
+    matched = match_items(dir_a, dir_b, labels)
+    check_items(matched)
+    items = {item.name: item for item in matched}
     store.set_meta(name_a=name_a, name_b=name_b, dir_a=str(dir_a), dir_b=str(dir_b), labels=str(labels))
     label_png = lru_cache(maxsize=1024)(lambda name: _label_png(items[name].label, palette))
     app = FastAPI(title="spade preference study", version="1",
@@ -339,9 +369,14 @@ def create_study_app(dir_a: str | Path, dir_b: str | Path, labels: str | Path, s
         item = items.get(t.item)
         if item is None:
             raise HTTPException(404, f"the label map {t.item} is no longer part of this study")
+        path = item.label if side == "label" else item.a if side == t.a_side else item.b
+        if not path.is_file():  # changed since start-up
+            raise HTTPException(404, f"the image of {item.name} is no longer there")
         if side == "label":
-            return Response(label_png(item.name), media_type="image/png")
-        path = item.a if side == t.a_side else item.b
+            try:
+                return Response(label_png(item.name), media_type="image/png")
+            except (OSError, ValueError):
+                raise HTTPException(404, f"the label map of {item.name} can no longer be read") from None
         return FileResponse(path, headers={"Cache-Control": "no-store"})
 
     @app.post("/api/vote", summary="Record a vote: {trial, choice: 'left' | 'right'}")
