@@ -211,6 +211,38 @@ def test_vgg_loss_without_weights_says_how_to_fix(tmp_path, monkeypatch):
               "--checkpoints_dir", str(tmp_path), "--max_steps", "1"])
 
 
+def test_a_new_run_never_replaces_an_earlier_one(tmp_path):
+    flags = [*TINY_FLAGS, "--name", "x", "--checkpoints_dir", str(tmp_path), "--max_steps", "1"]
+    assert main(["train", *flags]) == 0
+    checkpoint = latest_checkpoint(tmp_path / "x" / "checkpoints")
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    with pytest.raises(SystemExit) as error:
+        main(["train", *flags])
+    message = str(error.value)
+    assert message == (f"spade train: {tmp_path / 'x'} already holds a run (checkpoint {checkpoint.name}); "
+                       "pass --continue_train to continue it, or choose another --name")
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
+    assert main(["train", *flags[:-1], "2", "--continue_train"]) == 0  # what the message suggests works
+    assert json.loads((latest_checkpoint(tmp_path / "x" / "checkpoints") / "config.json").read_text())["step"] == 2
+
+
+def test_a_failed_data_check_leaves_no_run_folder(tmp_path):
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    flags = [f if f != str(COCO_SAMPLES) else str(empty) for f in TINY_FLAGS]
+    with pytest.raises(SystemExit, match="spade train: "):
+        main(["train", *flags, "--name", "r", "--checkpoints_dir", str(tmp_path / "runs"), "--max_steps", "1"])
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_vgg_weights_missing_leave_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPADE_VGG19_WEIGHTS", raising=False)
+    with pytest.raises(SystemExit, match=r"--vgg_path"):
+        main(["train", *[f for f in TINY_FLAGS if f != "--no_vgg_loss"], "--name", "v",
+              "--checkpoints_dir", str(tmp_path), "--max_steps", "1"])
+    assert not (tmp_path / "v").exists()
+
+
 @pytest.mark.numeric
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo), global batch 2, against one process with batch 2.

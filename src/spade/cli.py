@@ -260,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               "(see the README)", file=sys.stderr)
     try:
         result = train(run, resume=bool(args.continue_train), device=device, progress=not args.no_progress)
-    except (TrainingDiverged, ValueError, FileNotFoundError) as error:
+    except (TrainingDiverged, ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(f"spade train: {error}") from None
     except RuntimeError as error:
         if type(error).__name__ == "VGGWeightsMissingError":

@@ -266,6 +266,14 @@ def _assert_replicas_identical(modules: dict[str, nn.Module], ctx: Distributed) 
         raise RuntimeError(f"the DDP processes ended with different weights in {', '.join(differing)}")
 
 
+def _refuse_to_replace(checkpoints_dir: Path) -> None:
+    """A new run must not overwrite the checkpoints of an earlier run of the same name."""
+    existing = latest_checkpoint(checkpoints_dir) if checkpoints_dir.is_dir() else None
+    if existing is not None:
+        raise FileExistsError(f"{checkpoints_dir.parent} already holds a run (checkpoint {existing.name}); "
+                              "pass --continue_train to continue it, or choose another --name")
+
+
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
@@ -292,6 +300,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
             if checkpoint.ema_generator is not None:
                 ema.model.load_state_dict(checkpoint.ema_generator.state_dict())
     else:
+        _refuse_to_replace(checkpoints_dir)
         torch.manual_seed(cfg.seed)
         model_config = run.model
         networks = build_networks(model_config, cfg.init_type, cfg.init_variance)
@@ -305,12 +314,6 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
         raise ValueError("training needs a discriminator: the model config has none")
     if hasattr(networks.generator, "fast_spade"):
         networks.generator.fast_spade = networks.generator.fast_spade and cfg.fast_spade
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "run_config.json",
-                     lambda tmp: tmp.write_text(json.dumps(RunConfig(model_config, run.data, run.loss, cfg).to_dict(),
-                                                           indent=2) + "\n"))
-
     # -- the VGG loss first: a missing weights file should stop the run before any work
     vgg_loss = None
     if not run.loss.no_vgg_loss:
@@ -369,6 +372,12 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     batches_per_epoch = len(sampler) // per_rank
     if batches_per_epoch == 0:
         raise ValueError(f"the data set has {len(dataset)} samples: not one full batch of {cfg.batch_size}")
+    # the run folder appears only once the data and the VGG weights passed their checks
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "run_config.json",
+                     lambda tmp: tmp.write_text(json.dumps(RunConfig(model_config, run.data, run.loss, cfg).to_dict(),
+                                                           indent=2) + "\n"))
     total_epochs = cfg.niter + cfg.niter_decay
     total_steps = total_epochs * batches_per_epoch
     if cfg.max_steps is not None:
