@@ -34,6 +34,7 @@ from safetensors.torch import save_file as save_safetensors
 
 from .config import ModelConfig, model_config_from_options, options_from_model_config, read_opt_txt, write_opt_txt
 from .models import Networks, build_networks
+from .safe_load import load_weights_only
 
 NETWORK_TAGS = {"generator": "G", "discriminator": "D", "encoder": "E"}
 
@@ -64,10 +65,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types
-        raise ValueError(f"{path}: cannot read it as a PyTorch state dict ({error})") from error
+    state = load_weights_only(path, "a PyTorch state dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
@@ -303,9 +301,6 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         ema.to(device)
     state = None
     if with_training_state and (folder / STATE_FILE).is_file():
-        try:
-            state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(f"{folder / STATE_FILE}: cannot read the training state ({error})") from error
+        state = load_weights_only(folder / STATE_FILE, "a training state")
     return Checkpoint(folder=folder, meta=meta, networks=networks.to(device), ema_generator=ema,
                       training_state=state)

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import load_weights_only
+
 FID_WEIGHTS_ENV = "SPADE_FID_WEIGHTS"
 # pytorch-fid's file first (the reference), then torch-fidelity's: same weights, same keys.
 FID_WEIGHTS_FILENAMES = (
@@ -398,7 +400,7 @@ def load_fid_inception(path: str | os.PathLike) -> FIDInceptionV3:
     """Build :class:`FIDInceptionV3` and load ``path`` into it (strictly, on the CPU, in eval
     mode, parameters frozen)."""
     path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_only(path, "Inception weights")
     network = FIDInceptionV3()
     state = check_inception_state_dict(state, network.state_dict(), path)
     network.load_state_dict(state, strict=True)

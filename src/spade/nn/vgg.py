@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..safe_load import load_weights_only
+
 VGG_WEIGHTS_ENV = "SPADE_VGG19_WEIGHTS"
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
 
@@ -78,7 +80,7 @@ def load_vgg19(path: str | os.PathLike, device: torch.device | str | None = None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VGG19 weights file not found (or not a file): {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_only(path, "VGG19 weights")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), "
                          f"got {type(state).__name__}")

@@ -24,6 +24,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ...safe_load import load_weights_only
+
 
 @runtime_checkable
 class Segmenter(Protocol):
@@ -126,10 +128,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors come in many types
-        raise ValueError(f"{path}: cannot read it as PyTorch weights with weights_only=True ({error})") from error
+    data = load_weights_only(path, "PyTorch weights")
     if isinstance(data, dict):
         for key in _CONTAINER_KEYS:
             if isinstance(data.get(key), dict) and any(isinstance(v, torch.Tensor) for v in data[key].values()):
