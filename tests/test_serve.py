@@ -434,16 +434,61 @@ def test_cli_serve_needs_a_model(monkeypatch, tmp_path, model_path):
     assert cli.main(["serve", "--checkpoint", str(model_path), "--port", "8123", "--gpu_ids", "-1",
                      "--max-upload-mb", "1", "--max-batch", "2"]) == 0
     assert started["host"] == "127.0.0.1" and started["port"] == 8123
-    with TestClient(started["app"]) as client:
+    with TestClient(started["app"], base_url="http://localhost:8123") as client:
         info = client.get("/api/model").json()
         assert info["name"] == "tiny" and info["limits"]["max_upload_bytes"] == 1024 * 1024
         assert info["limits"]["max_batch"] == 2
+        assert_host_check(client, "evil.example")
     assert started["app"].state.demo.synthesizer.precision == "fp32"
     assert cli.main(["serve", "--checkpoint", str(model_path), "--gpu_ids", "-1", "--precision", "bf16"]) == 0
     assert started["app"].state.demo.synthesizer.precision == "bf16"
     # the bundled model (here: the tiny one named by SPADE_BUNDLED_MODEL) is the default
     monkeypatch.setenv("SPADE_BUNDLED_MODEL", str(model_path))
     assert cli.main(["serve", "--gpu_ids", "-1"]) == 0
+
+
+def assert_host_check(client, refused_name: str) -> None:
+    """The server answers this machine's names and IP addresses, and refuses other names in JSON."""
+    for host in ("localhost:8123", "127.0.0.1:8123", "[::1]:8123", "192.168.1.7"):
+        assert client.get("/", headers={"host": host}).status_code == 200, host
+    refused = client.get("/", headers={"host": f"{refused_name}:8123"})
+    assert refused.status_code == 400 and "--allowed_hosts" in refused.json()["detail"]
+    assert client.post("/api/vote", headers={"host": refused_name}, json={}).status_code == 400
+
+
+def test_cli_servers_check_the_host_header(monkeypatch, tmp_path, model_path):
+    from spade import cli
+    import uvicorn
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: started.update(app=app))
+    assert cli.main(["serve", "--checkpoint", str(model_path), "--gpu_ids", "-1", "--allowed_hosts", "demo.lan"]) == 0
+    with TestClient(started["app"], base_url="http://localhost") as client:
+        assert_host_check(client, "evil.example")
+        assert client.get("/", headers={"host": "demo.lan:8000"}).status_code == 200
+    dir_a, dir_b, labels = make_study(tmp_path)
+    assert cli.main(["study", "--a", str(dir_a), "--b", str(dir_b), "--labels", str(labels), "--db",
+                     str(tmp_path / "votes.sqlite"), "--host", "study.lan"]) == 0
+    with TestClient(started["app"], base_url="http://localhost") as client:
+        assert_host_check(client, "evil.example")
+        assert client.get("/", headers={"host": "study.lan:8001"}).status_code == 200
+
+
+@pytest.mark.parametrize("which", ["demo", "study"])
+def test_pages_answer_head_and_have_an_icon(client, tmp_path, which):
+    if which == "study":
+        from spade.serve.study import StudyStore, create_study_app
+
+        app = create_study_app(*make_study(tmp_path), StudyStore(tmp_path / "votes.sqlite"))
+        client = TestClient(app)
+    assert client.head("/").status_code == 200
+    page = client.get("/").text
+    assert '<link rel="icon" href="/favicon.svg"' in page
+    assert "\uff0b" not in page  # a plain '+': the full-width one is missing from many fonts
+    for path in ("/favicon.ico", "/favicon.svg"):
+        icon = client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+        assert icon.text.startswith("<svg")
 
 
 # -- the preference study -------------------------------------------------------------------------

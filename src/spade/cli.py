@@ -519,7 +519,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(args.checkpoint, host=args.host, port=args.port, device=device_from_gpu_ids(args.gpu_ids),
               limits=limits, extra_presets=args.preset or (), background=args.background,
-              precision=args.precision)
+              precision=args.precision, allowed_hosts=args.allowed_hosts)
     except (BundledModelMissingError, ValueError, FileNotFoundError) as error:
         raise SystemExit(f"spade serve: {error}") from None
     return 0
@@ -541,10 +541,17 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     try:
         run_study(args.a, args.b, args.labels, args.db, name_a=args.name_a or Path(args.a).name,
-                  name_b=args.name_b or Path(args.b).name, host=args.host, port=args.port, palette=args.palette)
+                  name_b=args.name_b or Path(args.b).name, host=args.host, port=args.port, palette=args.palette,
+                  allowed_hosts=tuple(args.allowed_hosts))
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"spade study: {error}") from None
     return 0
+
+
+def add_allowed_hosts_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allowed_hosts", "--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                        help="Host names to answer besides this machine's (localhost, 127.0.0.1, [::1]), --host and "
+                        "IP addresses; '*' answers any (other names are refused: a guard against DNS rebinding)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -691,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the bundled model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000)
+    add_allowed_hosts_argument(serve)
     serve.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
     serve.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                        help="bf16: convolutions in bfloat16, faster on CPUs with AMX and on GPUs, not exact")
@@ -718,6 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "cityscapes (default: coco)")
     study.add_argument("--host", default="127.0.0.1")
     study.add_argument("--port", type=int, default=8001)
+    add_allowed_hosts_argument(study)
     study.add_argument("--report", action="store_true", help="print the preference for A with its 95%% Wilson "
                        "interval and exit")
     study.add_argument("--json", action="store_true", help="with --report: as JSON")

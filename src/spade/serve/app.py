@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
@@ -57,6 +57,7 @@ from .catalog import (
 )
 from .admission import DECODE_BYTES_PER_PIXEL, DecodeGate, GateFull, Refusal, Refused, decode_upload
 from .queue import Job, QueueFull, SynthesisQueue
+from .web import HostCheck, add_page_routes, allowed_host_names
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -250,10 +251,12 @@ def _style_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
 
 
 def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, presets: Sequence[Preset] | None = None,
-               background: str | int | None = None, name: str | None = None, warm_up: bool = True) -> FastAPI:
+               background: str | int | None = None, name: str | None = None, warm_up: bool = True,
+               allowed_hosts: frozenset[str] | None = None) -> FastAPI:
     """The demo app for ``synthesizer``. ``presets``: style presets (default: procedural landscape
     pictures for COCO-Stuff models with an image encoder); ``background``: the class the canvas
-    starts with and the eraser paints (a name or id; default sky where the palette has it)."""
+    starts with and the eraser paints (a name or id; default sky where the palette has it);
+    ``allowed_hosts``: the Host names it answers (:mod:`spade.serve.web`; None: any)."""
     limits = limits or Limits()
     state = DemoState(synthesizer, limits, presets, background, name)
     queue = SynthesisQueue(synthesizer, max_batch=limits.max_batch, max_waiting=limits.max_waiting)
@@ -287,6 +290,8 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
     app.state.queue = queue
     app.state.gate = gate
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
 
     @app.exception_handler(RequestValidationError)
     async def plain_validation_error(request: Request, error: RequestValidationError):
@@ -300,9 +305,7 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
               422: {"description": "an input the model cannot take (unknown class ids or colours, "
                                    "wrong size, unreadable image)"}}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        return HTMLResponse(_static("index.html"))
+    add_page_routes(app, lambda: _static("index.html"))
 
     @app.get("/api/model", summary="The model, its classes and colours, presets and limits")
     async def model() -> dict:
@@ -386,9 +389,10 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
 def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           device: str | torch.device | None = None, limits: Limits | None = None,
           extra_presets: Sequence[str | Path] = (), background: str | int | None = None,
-          log_level: str = "info", precision: str = "fp32") -> None:
+          log_level: str = "info", precision: str = "fp32", allowed_hosts: Sequence[str] = ()) -> None:
     """Load a checkpoint (default: the bundled model) and serve the demo until interrupted;
-    ``precision`` as in :class:`Synthesizer`."""
+    ``precision`` as in :class:`Synthesizer`; ``allowed_hosts``: Host names to answer besides
+    this machine's and ``host`` ('*': any)."""
     import uvicorn
 
     from .. import bundled
@@ -401,7 +405,7 @@ def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port
         base = (landscape_presets(size) if synthesizer.palette is COCO_STUFF else [])
         presets = base + [Preset(Path(p).stem, _load_preset(p), f"from {Path(p).name}") for p in extra_presets]
     app = create_app(synthesizer, limits=limits, presets=presets, background=background,
-                     name=path.resolve().name)
+                     name=path.resolve().name, allowed_hosts=allowed_host_names(host, allowed_hosts))
     print(f"spade serve: {path} on http://{host}:{port}/ (API: http://{host}:{port}/docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

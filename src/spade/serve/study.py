@@ -313,11 +313,15 @@ def _label_png(path: Path, palette_name: str) -> bytes:
 
 
 def create_study_app(dir_a: str | Path, dir_b: str | Path, labels: str | Path, store: StudyStore, *,
-                     name_a: str = "A", name_b: str = "B", palette: str = "coco", show_label: bool = True):
-    """The study's ASGI app: the voting page at ``/``, the results at ``/report``."""
+                     name_a: str = "A", name_b: str = "B", palette: str = "coco", show_label: bool = True,
+                     allowed_hosts: frozenset[str] | None = None):
+    """The study's ASGI app: the voting page at ``/``, the results at ``/report``;
+    ``allowed_hosts``: the Host names it answers (:mod:`spade.serve.web`; None: any)."""
     from fastapi import Body, Cookie, FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
+
+    from .web import HostCheck, add_page_routes
 
     matched = match_items(dir_a, dir_b, labels)
     check_items(matched)
@@ -329,6 +333,8 @@ def create_study_app(dir_a: str | Path, dir_b: str | Path, labels: str | Path, s
                               "photo of it? (the paper's Table 2 protocol)")
     app.state.store = store
     app.state.items = items
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
 
     def pick(voter: str) -> str | None:
         """An item this voter has not judged, among those with the fewest votes."""
@@ -340,9 +346,7 @@ def create_study_app(dir_a: str | Path, dir_b: str | Path, labels: str | Path, s
         fewest = min(counts.get(name, 0) for name in candidates)
         return secrets.choice([name for name in candidates if counts.get(name, 0) == fewest])
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("spade.serve").joinpath("static", "study.html").read_text("utf-8"))
+    add_page_routes(app, lambda: resources.files("spade.serve").joinpath("static", "study.html").read_text("utf-8"))
 
     @app.get("/api/trial", summary="A new pair for this voter (sides at random)")
     def trial(spade_voter: str | None = Cookie(None)) -> JSONResponse:
@@ -405,11 +409,14 @@ def create_study_app(dir_a: str | Path, dir_b: str | Path, labels: str | Path, s
 
 
 def run_study(dir_a, dir_b, labels, db, *, name_a: str, name_b: str, host: str = "127.0.0.1", port: int = 8001,
-              palette: str = "coco") -> None:
+              palette: str = "coco", allowed_hosts: tuple[str, ...] = ()) -> None:
     import uvicorn
 
+    from .web import allowed_host_names
+
     store = StudyStore(db)
-    app = create_study_app(dir_a, dir_b, labels, store, name_a=name_a, name_b=name_b, palette=palette)
+    app = create_study_app(dir_a, dir_b, labels, store, name_a=name_a, name_b=name_b, palette=palette,
+                           allowed_hosts=allowed_host_names(host, allowed_hosts))
     print(f"spade study: {len(app.state.items)} label maps, {name_a} vs {name_b}, votes in {db}; "
           f"http://{host}:{port}/ (results: http://{host}:{port}/report)", flush=True)
     uvicorn.run(app, host=host, port=port)
