@@ -412,6 +412,15 @@ def test_init_from_adds_the_z_modulation_exactly(tmp_path):
     z = torch.randn(1, 8)
     with torch.no_grad():
         assert torch.equal(networks.generator.eval()(semantics, z), theirs(semantics, z))
+    # an encoder of another norm (no instance norm: it keeps the colour statistics) starts fresh
+    # when asked to, and is an error otherwise
+    other_encoder = replace(modulated, encoder=replace(modulated.encoder, norm_E="spectral"))
+    with pytest.raises(ValueError, match="the encoder does not match"):
+        loop.warm_start(loop.build_networks(other_encoder, "xavier", 0.02), None, source)
+    report = loop.warm_start(loop.build_networks(other_encoder, "xavier", 0.02), None, source, fresh=("encoder",))
+    assert "encoder: fresh (--init_fresh)" in report and any(line.startswith("generator: from") for line in report)
+    with pytest.raises(SystemExit, match="--init_fresh needs --init_from"):
+        run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--init_fresh", "encoder"]))
     with pytest.raises(SystemExit, match="--z_modulation needs the SPADE generator with the image encoder"):
         run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--z_modulation"]))
     config = run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--use_vae", "--z_modulation"]))

@@ -320,6 +320,7 @@ class TrainConfig:
     tensorboard: bool = True
     fast_spade: bool = True                  # the exact fast SPADE path (spade.nn.fast_spade)
     init_from: str | None = None             # start from this checkpoint's weights (fine-tuning)
+    init_fresh: tuple[str, ...] = ()         # networks that --init_from leaves fresh ("discriminator", "encoder")
 
 
 @dataclass(frozen=True)

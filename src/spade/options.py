@@ -91,6 +91,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="start from this checkpoint's weights (ours, a run folder or official): fine-tuning "
                            "with fresh optimizers and step count; the generator's norm may change "
                            "(instance ↔ batch)")
+    ours.add_argument("--init_fresh", nargs="+", choices=["discriminator", "encoder"], default=[],
+                      help="with --init_from: networks that start fresh instead (e.g. an encoder of another "
+                           "--norm_E)")
     ours.add_argument("--reference_spade", action="store_true",
                       help="compute SPADE's γ, β with the reference convs instead of the exact fast path "
                            "(faster only for tiny label networks)")
@@ -139,6 +142,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
             raise SystemExit(f"--{name} must not be negative (got {getattr(args, name)})")
         if getattr(args, name) > 0 and not o["use_vae"]:
             raise SystemExit(f"--{name} needs the image encoder (--use_vae)")
+    if args.init_fresh and not args.init_from:
+        raise SystemExit("--init_fresh needs --init_from (the networks it names would start fresh anyway)")
     if args.z_modulation and not (o["use_vae"] and o["netG"] == "spade"):
         raise SystemExit("--z_modulation needs the SPADE generator with the image encoder (--netG spade --use_vae)")
     loss = LossConfig(gan_mode=o["gan_mode"], lambda_feat=o["lambda_feat"], lambda_vgg=o["lambda_vgg"],
@@ -156,5 +161,6 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         display_freq=o["display_freq"], print_freq=o["print_freq"], save_latest_freq=o["save_latest_freq"],
         save_epoch_freq=o["save_epoch_freq"], keep_checkpoints=args.keep_checkpoints,
         init_type=o["init_type"], init_variance=o["init_variance"], tensorboard=not args.no_tensorboard,
-        fast_spade=not args.reference_spade, init_from=args.init_from)
+        fast_spade=not args.reference_spade, init_from=args.init_from,
+        init_fresh=tuple(args.init_fresh))
     return RunConfig(model=model, data=data, loss=loss, train=train)

@@ -307,7 +307,8 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
         if cfg.ema:
             ema = EMA(networks.generator, cfg.ema_decay)
         if cfg.init_from:
-            for line in warm_start(networks, None if ema is None else ema.model, cfg.init_from):
+            for line in warm_start(networks, None if ema is None else ema.model, cfg.init_from,
+                                   fresh=cfg.init_fresh):
                 if ctx.is_main:
                     print(f"init_from: {line}", file=sys.stderr)
     if networks.discriminator is None:

@@ -14,6 +14,7 @@ lacks start at mean 0 / variance 1, as in a fresh network.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -62,10 +63,12 @@ def copy_weights(target: nn.Module, source: nn.Module, what: str) -> list[str]:
     return fresh
 
 
-def warm_start(networks: Networks, ema_generator: nn.Module | None, path: str | os.PathLike) -> list[str]:
+def warm_start(networks: Networks, ema_generator: nn.Module | None, path: str | os.PathLike,
+               fresh: Sequence[str] = ()) -> list[str]:
     """Copy the weights of the checkpoint at ``path`` into ``networks`` (and its EMA generator,
-    or its generator where it has no EMA, into ``ema_generator``), in place. Returns lines for the
-    log: what came over and what stayed fresh."""
+    or its generator where it has no EMA, into ``ema_generator``), in place, except the networks
+    named in ``fresh`` ("discriminator", "encoder"), which keep their initialization. Returns
+    lines for the log: what came over and what stayed fresh."""
     source, source_ema = _source_networks(Path(path))
     report = []
     pairs = [("generator", networks.generator, source.generator),
@@ -74,14 +77,17 @@ def warm_start(networks: Networks, ema_generator: nn.Module | None, path: str | 
     for what, target, theirs in pairs:
         if target is None:
             continue
+        if what in fresh:
+            report.append(f"{what}: fresh (--init_fresh)")
+            continue
         if theirs is None:
             if what == "generator" or what == "encoder":
                 raise ValueError(f"--init_from {path}: it has no {what}, and this run trains one")
             report.append(f"{what}: fresh (the source has none)")
             continue
-        fresh = copy_weights(target, theirs, what)
-        report.append(f"{what}: from {path}" + (f" ({len(fresh)} tensors fresh: normalization statistics or "
-                                                 "layers that start as the identity)" if fresh else ""))
+        kept = copy_weights(target, theirs, what)
+        report.append(f"{what}: from {path}" + (f" ({len(kept)} tensors fresh: normalization statistics or "
+                                                 "layers that start as the identity)" if kept else ""))
     if ema_generator is not None:
         copy_weights(ema_generator, source_ema if source_ema is not None else source.generator, "EMA generator")
         report.append("EMA generator: from the source's " + ("EMA" if source_ema is not None else "generator"))
