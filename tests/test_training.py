@@ -494,6 +494,25 @@ def test_latent_regression_and_mode_seeking_terms():
     losses["Latent"].backward()
     assert all(p.grad is None for p in networks.encoder.parameters())
     assert float(networks.generator.fc.weight.grad.abs().sum()) > 0
+    # --latent_trains_encoder: the same term, and its gradient reaches the encoder's weights too
+    # (the same state and seed for both: spectral-norm vectors and BatchNorm statistics move per call)
+    nets_all = (networks.generator, networks.discriminator, networks.encoder)
+    state = [{k: v.clone() for k, v in net.state_dict().items()} for net in nets_all]
+
+    def same_start():
+        for net, saved in zip(nets_all, state):
+            net.load_state_dict(saved)
+        torch.manual_seed(5)
+
+    same_start()
+    fixed, _ = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True, lambda_latent=1.0))
+    same_start()
+    trained, _ = generator_losses(nets, semantics, real,
+                                  LossConfig(no_vgg_loss=True, lambda_latent=1.0, latent_trains_encoder=True))
+    assert torch.equal(fixed["Latent"].detach(), trained["Latent"].detach())
+    networks.generator.zero_grad()
+    trained["Latent"].backward()
+    assert float(networks.encoder.fc_mu.weight.grad.abs().sum()) > 0
 
     losses, fake = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True, lambda_ms=2.0))
     assert "MS" in losses and "Latent" not in losses and float(losses["MS"].detach()) > 0
@@ -510,5 +529,7 @@ def test_latent_regression_and_mode_seeking_terms():
     assert (config.loss.lambda_latent, config.loss.lambda_ms) == (1.0, 0.5)
     with pytest.raises(SystemExit, match="--lambda_latent needs the image encoder"):
         run_config_from_args(parser.parse_args(base + ["--lambda_latent", "1"]))
+    with pytest.raises(SystemExit, match="--latent_trains_encoder needs the latent regression term"):
+        run_config_from_args(parser.parse_args(base + ["--use_vae", "--latent_trains_encoder"]))
     with pytest.raises(SystemExit, match="--lambda_ms must not be negative"):
         run_config_from_args(parser.parse_args(base + ["--use_vae", "--lambda_ms", "-1"]))

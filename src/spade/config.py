@@ -280,6 +280,7 @@ class LossConfig:
     l1_downsample: int = 1                   # average-pooling factor of that L1 term
     lambda_latent: float = 0.0               # latent regression, BicycleGAN's cLR (ours; 0 = off)
     lambda_ms: float = 0.0                   # mode seeking, MSGAN (ours; 0 = off)
+    latent_trains_encoder: bool = False      # the cLR term also trains E (ours; BicycleGAN: G only)
     vgg_path: str | None = None              # torchvision vgg19 weights (or $SPADE_VGG19_WEIGHTS)
 
 

@@ -69,6 +69,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours.add_argument("--lambda_latent", type=float, default=0.0,
                       help="weight of latent regression (BicycleGAN's cLR; not in the paper; 0: off): a picture "
                            "made from a random code z must encode back to z, so the generator cannot ignore z")
+    ours.add_argument("--latent_trains_encoder", action="store_true",
+                      help="the latent regression term also trains the encoder: it learns to read the code "
+                           "from the generator's pictures (BicycleGAN holds it fixed there)")
     ours.add_argument("--lambda_ms", type=float, default=0.0,
                       help="weight of the mode-seeking term (MSGAN; not in the paper; 0: off) between the "
                            "pictures of the encoded and of a random code")
@@ -142,6 +145,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
             raise SystemExit(f"--{name} must not be negative (got {getattr(args, name)})")
         if getattr(args, name) > 0 and not o["use_vae"]:
             raise SystemExit(f"--{name} needs the image encoder (--use_vae)")
+    if args.latent_trains_encoder and args.lambda_latent <= 0:
+        raise SystemExit("--latent_trains_encoder needs the latent regression term (--lambda_latent > 0)")
     if args.init_fresh and not args.init_from:
         raise SystemExit("--init_fresh needs --init_from (the networks it names would start fresh anyway)")
     if args.z_modulation and not (o["use_vae"] and o["netG"] == "spade"):
@@ -150,7 +155,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
                       lambda_kld=o["lambda_kld"], no_ganFeat_loss=o["no_ganFeat_loss"],
                       no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path,
                       lambda_l1=args.lambda_l1, l1_downsample=args.l1_downsample,
-                      lambda_latent=args.lambda_latent, lambda_ms=args.lambda_ms)
+                      lambda_latent=args.lambda_latent, lambda_ms=args.lambda_ms,
+                      latent_trains_encoder=args.latent_trains_encoder)
     train = TrainConfig(
         run_dir=str(Path(o["checkpoints_dir"]) / o["name"]), batch_size=o["batchSize"], lr=o["lr"],
         beta1=o["beta1"], beta2=o["beta2"], no_TTUR=o["no_TTUR"], niter=o["niter"], niter_decay=o["niter_decay"],

@@ -42,13 +42,16 @@ def generate(nets: StepNetworks, semantics: torch.Tensor, real: torch.Tensor, wi
     return nets.generator(semantics, z), kld, z
 
 
-def encode_with_fixed_weights(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """μ of ``images`` with the encoder's weights held fixed: the gradient reaches the images (and
-    so the generator) only, as BicycleGAN updates G alone with its cLR term, so that E and G cannot
-    agree on a code the pictures do not show. Eval mode: the spectral-norm vectors are not
-    iterated a second time in the step."""
-    module = getattr(encoder, "module", encoder)  # DDP's wrapped module: no gradient to all-reduce
-    weights = {name: p.detach() for name, p in module.named_parameters()}
+def encode_for_latent_regression(encoder: nn.Module, images: torch.Tensor, train_encoder: bool) -> torch.Tensor:
+    """μ of ``images`` for the latent regression term. By default the encoder's weights are held
+    fixed there, so the gradient reaches the images (and so the generator) only, as BicycleGAN
+    updates G alone with its cLR term, so that E and G cannot agree on a code the pictures do not
+    show. With ``train_encoder`` the weights take its gradient too: E learns to read the code
+    from G's pictures, which is what it needs to read a reference picture's style when its
+    reconstruction term alone leaves it at the prior. Eval mode either way: the spectral-norm
+    vectors are not iterated a second time in the step."""
+    module = getattr(encoder, "module", encoder)  # DDP's wrapped module: its hooks are on the parameters
+    weights = {name: p if train_encoder else p.detach() for name, p in module.named_parameters()}
     training = module.training
     module.eval()
     try:
@@ -83,7 +86,7 @@ def generator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torch.Te
         z_random = torch.randn_like(z)                    # a code from the prior (cLR-GAN)
         fake_random = nets.generator(semantics, z_random)
         if config.lambda_latent > 0:
-            mu = encode_with_fixed_weights(nets.encoder, fake_random)
+            mu = encode_for_latent_regression(nets.encoder, fake_random, config.latent_trains_encoder)
             losses["Latent"] = latent_regression_loss(mu, z_random) * config.lambda_latent
         if config.lambda_ms > 0:
             losses["MS"] = mode_seeking_loss(fake, fake_random, z, z_random) * config.lambda_ms
