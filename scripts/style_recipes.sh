@@ -11,13 +11,16 @@
 # l1 (+ the pooled L1 term, --lambda_l1 10 --l1_downsample 8), l1_latent (both: BicycleGAN's pair
 # of a reconstruction term, which teaches the encoder to read pictures, and latent regression,
 # which makes the generator show the code), zmod_l1 (l1 with --z_modulation: the code also scales
-# and shifts every generator block's input). Runs resume where they stopped
+# and shifts every generator block's input), zmod_l1_lat (zmod_l1 with latent regression that
+# also trains the encoder, --lambda_latent 1 --latent_trains_encoder). Runs resume where they stopped
 # (--continue_train), so MINUTES may be given again to train further.
 #
 # Environment: SPADE (the command, default `spade`), SIZE (default 64), LOAD_SIZE (default
 # SIZE·9/8), COUNT (training samples, default 3000), GPU_IDS (default -1), BATCH (default 2),
 # WORKERS (default 0), FROM (a checkpoint every run starts from, `--init_from`, instead of from
-# scratch: e.g. the bundled model with SIZE=256 LOAD_SIZE=286), EXTRA (more options for every run).
+# scratch: e.g. the bundled model with SIZE=256 LOAD_SIZE=286), FRESH (with FROM: the networks that
+# start fresh instead, `--init_fresh`, e.g. "encoder" for an encoder of another --norm_E), EXTRA
+# (more options for every run, e.g. "--norm_E spectral").
 set -euo pipefail
 work=${1:?usage: style_recipes.sh WORK_DIR MINUTES [RECIPE...]}
 minutes=${2:?usage: style_recipes.sh WORK_DIR MINUTES [RECIPE...]}
@@ -58,10 +61,15 @@ for recipe in "${recipes[@]}"; do
         l1) terms=(--lambda_l1 10 --l1_downsample 8) ;;
         l1_latent) terms=(--lambda_l1 10 --l1_downsample 8 --lambda_latent 1) ;;
         zmod_l1) terms=(--lambda_l1 10 --l1_downsample 8 --z_modulation) ;;
-        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1, l1_latent, zmod_l1)" >&2; exit 2 ;;
+        zmod_l1_lat) terms=(--lambda_l1 10 --l1_downsample 8 --z_modulation --lambda_latent 1 --latent_trains_encoder) ;;
+        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1, l1_latent, zmod_l1, zmod_l1_lat)" >&2
+           exit 2 ;;
     esac
     resume=()
-    [ -n "${FROM:-}" ] && resume=(--init_from "$FROM")
+    if [ -n "${FROM:-}" ]; then
+        resume=(--init_from "$FROM")
+        [ -n "${FRESH:-}" ] && read -r -a fresh <<< "$FRESH" && resume+=(--init_fresh "${fresh[@]}")
+    fi
     [ -d "$work/runs/$recipe/checkpoints" ] && resume=(--continue_train)
     shown="${terms[*]}"
     echo "== $recipe: ${shown:-the paper terms only}, $minutes min"
