@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
+from .memory import keep_freed_memory
 
 LABEL_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
 MAX_INPUT_PIXELS = 4096 * 4096  # spade synthesize --max_pixels
@@ -736,6 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     return args.run(args)
 
 

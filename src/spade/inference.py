@@ -22,6 +22,7 @@ from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official
 from .config import ModelConfig, SemanticsConfig
 from .export import prepare_for_inference
 from .imageio import read_id_map, read_image, to_pil
+from .memory import keep_freed_memory, release_freed_memory
 from .models import Networks
 from .nn.encoder import reparameterize
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
@@ -175,6 +176,8 @@ class Synthesizer:
             raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         if precision != "fp32" and not fold:
             raise ValueError(f"precision {precision!r} changes the networks' convolutions: it needs fold=True")
+        # Each call allocates the same large buffers: keep them in the process between calls.
+        keep_freed_memory()
         self.device = torch.device(device) if device is not None else default_device()
         if fold:
             networks = Networks(networks.config, prepare_for_inference(networks.generator), None,
@@ -186,6 +189,7 @@ class Synthesizer:
         self.networks = networks.to(self.device).eval()
         self.config = networks.config
         self.palette = palette_for_model(self.config)
+        release_freed_memory()  # the copies that loading and folding left behind
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
