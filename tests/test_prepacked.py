@@ -14,7 +14,9 @@ from spade.config import GeneratorConfig, ModelConfig, SemanticsConfig
 from spade.export import inference_copy, prepare_for_inference
 from spade.models import build_networks
 from spade.nn import prepacked
-from spade.nn.prepacked import PrepackedConv2d, prepack_convolutions, unpack_convolutions
+from spade.nn.prepacked import (PackedOnlyConv2d, PrepackedConv2d, prepack_convolutions, release_plain_weights,
+                                unpack_convolutions)
+from spade.nn.spade import SPADE
 from spade.semantics import build_semantics
 
 from conftest import FLOAT32_REL, FLOAT64_REL, U_BFLOAT16, check_error, max_abs_diff, well_conditioned_
@@ -162,3 +164,72 @@ def test_bf16_compute_dtype_runs_the_conv_in_bf16(packable, monkeypatch):
     packed.compute_dtype = None                       # back to the exact path
     with torch.no_grad():
         check_error("fp32 again", max_abs_diff(packed(x), exact) / float(exact.abs().max()), FLOAT32_REL)
+
+
+@needs_onednn
+def test_packed_only_conv_computes_what_the_packed_conv_computes():
+    """Keeping only the packed weight changes where the weight lives, not the call: same bits."""
+    conv = _conv(16, 8, 3).to(memory_format=torch.channels_last)
+    packed, packed_only = PrepackedConv2d.from_conv(conv), PackedOnlyConv2d.from_conv(conv)
+    x = torch.randn(2, 16, 9, 11).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(packed_only(x), packed(x))
+    assert "weight" not in dict(packed_only.named_parameters())
+
+
+@needs_onednn
+def test_packed_only_weight_reads_back_exactly_and_travels():
+    """A reorder moves values without rounding them: the weight read back, the state dict, a deep
+    copy, a pickle and a state dict loaded into another one all hold the plain weight's bits."""
+    conv = _conv(6, 5, 3, seed=2)
+    packed_only = PackedOnlyConv2d.from_conv(conv)
+    assert torch.equal(packed_only.weight, conv.weight.detach())
+    state = packed_only.state_dict()
+    assert list(state) == list(conv.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in conv.state_dict().items())
+    x = torch.randn(1, 6, 7, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = packed_only(x)
+        for other in (copy.deepcopy(packed_only), pickle.loads(pickle.dumps(packed_only))):
+            assert torch.equal(other(x), expected)
+        loaded = PackedOnlyConv2d.from_conv(_conv(6, 5, 3, seed=3))
+        loaded.load_state_dict(conv.state_dict())
+        assert torch.equal(loaded(x), expected)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        PackedOnlyConv2d.from_conv(_conv(6, 4, 3)).load_state_dict(conv.state_dict())
+
+
+@needs_onednn
+def test_packed_only_conv_takes_the_plain_conv_for_other_inputs_and_refuses_moves():
+    conv = _conv(4, 3, 3, seed=4)
+    packed_only = PackedOnlyConv2d.from_conv(conv)
+    x = torch.randn(1, 4, 6, 6, requires_grad=True)  # needs a gradient: the plain conv, on the unpacked weight
+    got = packed_only(x)
+    assert torch.equal(got, F.conv2d(x, conv.weight, conv.bias, padding=1))
+    got.sum().backward()
+    assert x.grad is not None
+    with pytest.raises(RuntimeError, match="float32 inference on the CPU"):
+        packed_only.to(torch.float64)
+    unpacked = unpack_convolutions(nn.Sequential(packed_only))[0]
+    assert type(unpacked) is nn.Conv2d and torch.equal(unpacked.weight, conv.weight)
+
+
+@needs_onednn
+def test_release_plain_weights_keeps_the_label_networks_plain():
+    """The fast SPADE path reads the label networks' weights as tables: they keep a plain weight;
+    every other convolution keeps its packed weight only, and the generator computes the same bits."""
+    torch.manual_seed(0)
+    config = ModelConfig(SemanticsConfig(5, True, True), GeneratorConfig(ngf=8, crop_size=64, spade_hidden=16))
+    generator = well_conditioned_(build_networks(config, init_type=None).generator)
+    labels = torch.randint(0, 5, (1, 1, 16, 16)).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    semantics = build_semantics(labels, 5, True, labels % 3, True)
+    with torch.no_grad():
+        generator.train()(semantics)
+        prepared = prepare_for_inference(generator.eval())
+        expected = prepared(semantics)
+        release_plain_weights(prepared, keep=(SPADE,))
+        got = prepared(semantics)
+    in_spade = {id(m) for s in prepared.modules() if isinstance(s, SPADE) for m in s.modules()}
+    convs = [m for m in prepared.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(isinstance(m, PackedOnlyConv2d) != (id(m) in in_spade) for m in convs)
+    assert torch.equal(got, expected)

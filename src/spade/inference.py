@@ -26,7 +26,8 @@ from .memory import keep_freed_memory, release_freed_memory
 from .models import Networks
 from .nn.encoder import reparameterize
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
-from .nn.prepacked import set_compute_dtype
+from .nn.prepacked import release_plain_weights, set_compute_dtype
+from .nn.spade import SPADE
 from .palettes import Palette, palette_for
 from .seeds import check_seed
 from .semantics import build_semantics, validate_labels
@@ -187,6 +188,13 @@ class Synthesizer:
                     set_compute_dtype(network, PRECISIONS[precision])
         self.precision = precision
         self.networks = networks.to(self.device).eval()
+        if fold and precision == "fp32" and self.device.type == "cpu":
+            # These networks only run inference here: their convolutions keep the packed weights
+            # only, not a plain copy beside them. The label networks stay plain: the fast SPADE
+            # path reads their weights as tables.
+            for network in (self.networks.generator, self.networks.encoder):
+                if network is not None:
+                    release_plain_weights(network, keep=(SPADE,))
         self.config = networks.config
         self.palette = palette_for_model(self.config)
         release_freed_memory()  # the copies that loading and folding left behind

@@ -91,6 +91,107 @@ class PrepackedConv2d(nn.Conv2d):
         return state
 
 
+class PackedOnlyConv2d(PrepackedConv2d):
+    """A ``PrepackedConv2d`` that keeps its weight in oneDNN's packed layout only, for networks
+    that only ever run inference on the CPU in float32 (``Synthesizer`` makes them with
+    :func:`release_plain_weights`): the plain copy beside the packed one would double the memory
+    of the weights, most of a wide generator's resident memory.
+
+    ``weight`` is still there to read (state dict, copies, inputs the packed convolution does not
+    take): it is unpacked from the packed copy, exactly (a reorder moves values, it does not round
+    them), at each read. Moving or casting the module is refused: it is made for one place.
+    """
+
+    _packed_weight: torch.Tensor | None = None
+    _plain_shape: tuple[int, ...] = ()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> PackedOnlyConv2d:
+        same = _same_conv(conv, cls)
+        same._pack(conv.weight.detach())
+        return same
+
+    def _pack(self, weight: torch.Tensor) -> None:
+        self._plain_shape = tuple(weight.shape)
+        self._packed_weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            weight.float().contiguous().to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation),
+            self.groups)
+        self._parameters.pop("weight", None)
+
+    @property
+    def weight(self) -> torch.Tensor:  # noqa: D102 - nn.Conv2d's weight, unpacked on each read
+        if self._packed_weight is None:  # while nn.Conv2d's constructor runs
+            if "weight" not in self._parameters:
+                raise AttributeError("weight")
+            return self._parameters["weight"]
+        return self._packed_weight.to_dense().view(self._plain_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # No gradient flows to a packed weight: only the input's requirement matters (reading
+        # self.weight here would unpack it at every call).
+        if (not (torch.is_grad_enabled() and x.requires_grad) and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export()
+                and x.device.type == "cpu" and x.dim() == 4 and x.dtype == torch.float32):
+            bias = None if self.bias is None else self.bias.detach()
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed_weight, bias, list(self.padding), list(self.stride), list(self.dilation),
+                self.groups, "none", [], "")
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        destination[prefix + "weight"] = self.weight
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        weight = state_dict.get(prefix + "weight")
+        if weight is None:
+            missing_keys.append(prefix + "weight")
+        elif tuple(weight.shape) != self._plain_shape:
+            error_msgs.append(f"size mismatch for {prefix}weight: {tuple(weight.shape)} in the state dict, "
+                              f"{self._plain_shape} here")
+        else:
+            self._pack(weight.detach())
+        rest = {k: v for k, v in state_dict.items() if k != prefix + "weight"}
+        super()._load_from_state_dict(rest, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _apply(self, fn, recurse=True):
+        probe = fn(torch.zeros(1, 1, 1, 1))
+        if probe.device.type != "cpu" or probe.dtype != torch.float32:
+            raise RuntimeError("a packed-only convolution runs float32 inference on the CPU; load the model "
+                               "again to move or cast it")
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state["_packed_weight"] = None
+        state["_plain_weight"] = self.weight.clone()
+        return state
+
+    def __setstate__(self, state):
+        plain = state.pop("_plain_weight")
+        super().__setstate__(state)
+        self._pack(plain)
+
+
+def release_plain_weights(module: nn.Module, keep: tuple[type[nn.Module], ...] = ()) -> nn.Module:
+    """Make every ``PrepackedConv2d`` in ``module`` that runs exact float32 packed inference a
+    :class:`PackedOnlyConv2d`, except those inside modules of the ``keep`` types (whose weights
+    are read directly, e.g. the label networks the fast SPADE path turns into tables); in place;
+    returns the module. Where packing does not apply (no oneDNN) it changes nothing."""
+    if not _usable:
+        return module
+    kept = {id(m) for owner in module.modules() if isinstance(owner, keep) for m in owner.modules()}
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if (type(child) is PrepackedConv2d and id(child) not in kept and child.compute_dtype is None
+                    and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32
+                    and child.padding_mode == "zeros" and not isinstance(child.padding, str)):
+                setattr(parent, name, PackedOnlyConv2d.from_conv(child))
+    return module
+
+
 def set_compute_dtype(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     """Run every ``PrepackedConv2d`` in ``module`` in ``dtype`` at inference (None: the input's
     dtype, the exact default); returns the module."""
@@ -124,5 +225,7 @@ def _same_conv(conv: nn.Conv2d, cls: type[nn.Conv2d]) -> nn.Conv2d:
     same = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
                bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
-    same.weight, same.bias = conv.weight, conv.bias
+    weight = conv.weight  # a packed-only conv's weight is unpacked on reading: a plain tensor
+    same.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight)
+    same.bias = conv.bias
     return same.train(conv.training)
