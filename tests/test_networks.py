@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -254,3 +256,43 @@ def test_z_modulation_starts_as_the_identity_and_then_carries_the_code():
 def test_z_modulation_needs_a_code():
     with pytest.raises(ValueError, match="z_modulation needs a latent code"):
         SPADEGenerator(5, ngf=2, crop_size=32, norm="spadeinstance3x3", spade_hidden=8, z_modulation=True)
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_bilinear_upsampling_is_one_function_on_both_paths(train):
+    """--upsample bilinear upsamples the features before each up block instead of inside it:
+    the same parameters as nearest (a nearest model continues with it), another function of
+    them, which the fast and the reference path compute alike (float64)."""
+    torch.manual_seed(0)
+    nearest = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=8, norm="spectralspadebatch3x3", spade_hidden=8)
+    bilinear = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=8, norm="spectralspadebatch3x3", spade_hidden=8,
+                              upsample="bilinear")
+    bilinear.load_state_dict(nearest.state_dict())
+    seg, z = _seg().double(), torch.randn(2, 8, dtype=torch.float64)
+    outputs = {}
+    for name, generator in (("nearest", nearest), ("bilinear", bilinear)):
+        generator.double().train(train)
+        for fast in (True, False):
+            # A copy each: a train-mode forward moves the spectral-norm vectors and BN statistics.
+            run = copy.deepcopy(generator)
+            run.fast_spade = fast
+            with torch.no_grad():
+                outputs[name, fast] = run(seg, z)
+    check_error("bilinear: fast vs reference path, float64",
+                max_abs_diff(outputs["bilinear", True], outputs["bilinear", False]), FLOAT64_REL)
+    assert max_abs_diff(outputs["bilinear", False], outputs["nearest", False]) > 1e-3
+
+
+def test_upsample_mode_is_checked_and_travels_in_opt_txt(tmp_path):
+    from spade.config import model_config_from_options, options_from_model_config
+
+    with pytest.raises(ValueError, match="upsample 'bicubic'"):
+        SPADEGenerator(5, ngf=2, crop_size=32, norm="spadeinstance3x3", spade_hidden=8, upsample="bicubic")
+    config = ModelConfig(SemanticsConfig(5, False, False), GeneratorConfig(ngf=2, crop_size=32, upsample="bilinear"))
+    options = options_from_model_config(config)
+    assert options["upsample"] == "bilinear"
+    assert model_config_from_options(options).generator.upsample == "bilinear"
+    official = options_from_model_config(ModelConfig(SemanticsConfig(5, False, False), GeneratorConfig(ngf=2)))
+    assert "upsample" not in official  # official-compatible models keep an official-looking opt.txt
+    assert build_networks(config).generator.upsample == "bilinear"

@@ -47,7 +47,7 @@ OFFICIAL_DEFAULTS: dict[str, Any] = {
 _BOOL_OPTIONS_WITH_NONE_DEFAULT = {"isTrain"}
 # Options of ours that the official code does not have (written to opt.txt only when they differ
 # from the official behaviour, so official-compatible models keep an official-looking opt.txt).
-EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128, "z_modulation": False}
+EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128, "z_modulation": False, "upsample": "nearest"}
 
 
 def _parse_value(name: str, text: str) -> Any:
@@ -130,6 +130,7 @@ class GeneratorConfig:
     z_dim: int | None = None                 # None: no image encoder, start from the label map
     spade_hidden: int = 128                  # SPADE label network width (official: fixed 128)
     z_modulation: bool = False               # z also modulates every block's input (ours; official: off)
+    upsample: Literal["nearest", "bilinear"] = "nearest"  # the features' 2× upsampling (official: nearest)
     resnet_n_downsample: int = 4
     resnet_n_blocks: int = 9
     resnet_kernel_size: int = 3
@@ -199,6 +200,7 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
         z_dim=_option(options, "z_dim") if use_vae and net == "spade" else None,
         spade_hidden=_option(options, "spade_hidden"),
         z_modulation=bool(_option(options, "z_modulation")) and use_vae and net == "spade",
+        upsample=_option(options, "upsample") if net == "spade" else "nearest",
         **{name: _option(options, name) for name in ("resnet_n_downsample", "resnet_n_blocks",
                                                      "resnet_kernel_size", "resnet_initial_kernel_size")})
     discriminator = None
@@ -233,6 +235,8 @@ def options_from_model_config(config: ModelConfig) -> dict[str, Any]:
         options["spade_hidden"] = g.spade_hidden
     if g.z_modulation:
         options["z_modulation"] = True
+    if g.upsample != EXTENSION_DEFAULTS["upsample"]:
+        options["upsample"] = g.upsample
     if config.discriminator is not None:
         d = config.discriminator
         options.update(ndf=d.ndf, n_layers_D=d.n_layers_D, num_D=d.num_D, norm_D=d.norm_D,

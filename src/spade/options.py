@@ -89,6 +89,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours.add_argument("--z_modulation", action="store_true",
                       help="the style code also scales and shifts every generator block's input, per channel "
                            "(FiLM, zero at the start; needs --use_vae; official: only through the first layer)")
+    ours.add_argument("--upsample", choices=["nearest", "bilinear"], default="nearest",
+                      help="how the SPADE generator upsamples its features 2x between blocks (official: nearest, "
+                           "whose blocks show as edges in flat regions; the label maps stay nearest)")
     ours.add_argument("--no_tensorboard", action="store_true")
     ours.add_argument("--init_from", metavar="CHECKPOINT",
                       help="start from this checkpoint's weights (ours, a run folder or official): fine-tuning "
@@ -123,6 +126,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     options.update(given)
     options["spade_hidden"] = args.spade_hidden
     options["z_modulation"] = args.z_modulation
+    options["upsample"] = args.upsample
     return options
 
 

@@ -34,6 +34,7 @@ def latent_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: Upsa
 
 class SPADEGenerator(nn.Module):
     """SPADE generator: residual SPADE blocks with 2× nearest upsampling, no encoder (Fig. 4).
+    ``upsample="bilinear"`` (ours) upsamples the features bilinearly instead.
 
     It starts from a ``z`` mapped by ``fc`` (when an image encoder is used, Sec. 3.3) or from the
     label map downsampled to the start size and convolved (the deterministic variant).
@@ -50,12 +51,16 @@ class SPADEGenerator(nn.Module):
         norm: NormSpec | str = "spectralspadesyncbatch3x3",
         spade_hidden: int = 128,             # width of SPADE's label network (official: 128)
         z_modulation: bool = False,          # z also scales and shifts every block's input (ours)
+        upsample: str = "nearest",           # features' 2× upsampling: "nearest" (official) or "bilinear"
     ):
         super().__init__()
         spec = parse_norm_spec(norm) if isinstance(norm, str) else norm
         if not spec.spade:
             raise ValueError(f"the SPADE generator needs a SPADE norm spec, got {spec}")
+        if upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample {upsample!r}: expected 'nearest' or 'bilinear'")
         self.num_upsampling_layers = num_upsampling_layers
+        self.upsample = upsample
         self.z_dim = z_dim
         self.ngf = ngf
         self.start_height, self.start_width = latent_size(crop_size, aspect_ratio, num_upsampling_layers)
@@ -99,10 +104,6 @@ class SPADEGenerator(nn.Module):
         self.fast_spade = spec.kernel_size == 3
 
     @staticmethod
-    def up(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=2, mode="nearest")
-
-    @staticmethod
     def modulate(x: torch.Tensor, layer: nn.Linear, z: torch.Tensor) -> torch.Tensor:
         """x·(1 + a) + b with [a | b] = layer(z), per sample and channel (FiLM)."""
         scale, shift = layer(z).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
@@ -133,8 +134,9 @@ class SPADEGenerator(nn.Module):
                 if not self.training:
                     x = x.contiguous(memory_format=torch.channels_last)
         # Each up block takes x upsampled 2× (nearest); it does the upsampling itself, so that
-        # the fast path can fold it into its first modulation. A per-channel z modulation commutes
-        # with that upsampling, so it is applied at the lower resolution.
+        # the fast path can fold it into its first modulation. Bilinear upsampling (ours) is done
+        # here, before the block. A per-channel z modulation commutes with either upsampling (both
+        # average with weights that sum to 1), so it is applied at the lower resolution.
         blocks = [(self.head_0, False), (self.G_middle_0, True),
                   (self.G_middle_1, self.num_upsampling_layers in ("more", "most"))]
         blocks += [(block, True) for block in (self.up_0, self.up_1, self.up_2, self.up_3)]
@@ -143,6 +145,9 @@ class SPADEGenerator(nn.Module):
         for index, (block, upsample) in enumerate(blocks):
             if self.z_modulation is not None:
                 x = self.modulate(x, self.z_modulation[index], z)
+            if upsample and self.upsample == "bilinear":
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+                upsample = False
             x = block(x, seg, upsample=upsample)
         if self.z_modulation is not None:
             x = self.modulate(x, self.z_modulation[-1], z)
