@@ -1,34 +1,64 @@
-"""Seconds per training iteration and peak memory, for the default 256×256 COCO-Stuff SPADE
-config at batch 1 and for a tiny config, on the COCO-Stuff samples.
+"""Seconds per training iteration and peak memory, fast SPADE path against the reference path.
 
-Usage: python benchmarks/train_speed.py [--steps N] [--dataroot DIR] [--gpu_ids -1|0]
+Usage: python benchmarks/train_speed.py [--steps N] [--configs coco cityscapes landscapes tiny] [--gpu_ids -1|0]
 
-Each config runs in its own process (so peak memory is its own): ``spade train`` with the
-official defaults for ``--dataset_mode coco`` (ngf 64, ndf 64, VGG loss with a VGG19 of random
-weights written to a temporary file: the same arithmetic as the real one), ``--max_steps N``.
-The first iteration (warm-up) is left out of the mean.
+Four configs, each trained by ``spade train`` for 1 + N iterations in a process of its own, once
+with the fast SPADE path as ``spade train`` runs it (freed memory kept, ``spade.memory``) and once
+with ``--reference_spade`` and PyTorch's default allocator, as the official code runs (and, to
+show what the allocator setting alone gives, the fast path with the default allocator too):
+- COCO-Stuff 256×256 with the encoder: the official defaults for ``--dataset_mode coco`` (ngf 64,
+  ndf 64, VGG loss), batch 1, on the COCO-Stuff samples beside the repository;
+- Cityscapes-like 256×128: 35 labels + instance edges, ngf 64, ndf 64, VGG loss, batch 1, on
+  procedural street scenes (``generator_speed.procedural_street``) with noise photos;
+- the landscapes recipe of the bundled model (ngf 16, ndf 32, encoder, no VGG loss, batch 2) on
+  procedural landscapes;
+- a tiny COCO-Stuff model at 64×64, where the label network is too small for the fast path to
+  pay for its bookkeeping.
+The VGG19 has random weights, written to a temporary file: the same arithmetic as the real one.
+The first iteration (warm-up) is left out of the mean; the paths of a config run one after the
+other, so compare ratios from one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+BENCHMARKS = Path(__file__).resolve().parent
+
 CONFIGS = {
-    "coco default 256x256, batch 1": [],
-    "tiny 64x64 (ngf 4, spade_hidden 16, ndf 8)": ["--preprocess_mode", "fixed", "--load_size", "64",
-                                                   "--crop_size", "64", "--ngf", "4", "--spade_hidden", "16",
-                                                   "--ndf", "8", "--n_layers_D", "3"],
+    "coco": ("COCO-Stuff 256x256 with the encoder, ngf/ndf 64, VGG, batch 1",
+             ["--dataset_mode", "coco", "--dataroot", str(SHARED / "data" / "coco_stuff_samples"), "--use_vae"]),
+    "cityscapes": ("Cityscapes-like 256x128, ngf/ndf 64, VGG, batch 1",
+                   ["--dataset_mode", "custom", "--label_nc", "35", "--preprocess_mode", "fixed",
+                    "--load_size", "256", "--crop_size", "256", "--aspect_ratio", "2.0"]),
+    "landscapes": ("landscapes recipe (ngf 16, ndf 32, encoder, no VGG), batch 2",
+                   ["--dataset_mode", "custom", "--label_nc", "182", "--contain_dontcare_label", "--no_instance",
+                    "--netG", "spade", "--use_vae", "--ngf", "16", "--spade_hidden", "64", "--z_dim", "256",
+                    "--norm_G", "spectralspadesyncbatch3x3", "--crop_size", "256", "--load_size", "286",
+                    "--ndf", "32", "--batchSize", "2", "--no_vgg_loss"]),
+    "tiny": ("tiny COCO-Stuff 64x64 (ngf 4, spade_hidden 16, ndf 8), VGG, batch 1",
+             ["--dataset_mode", "coco", "--dataroot", str(SHARED / "data" / "coco_stuff_samples"),
+              "--preprocess_mode", "fixed", "--load_size", "64", "--crop_size", "64", "--ngf", "4",
+              "--spade_hidden", "16", "--ndf", "8", "--n_layers_D", "3"]),
 }
-# Each config with the fast SPADE path (the default) and with the reference path.
-CONFIGS = {f"{name}{suffix}": flags + extra for name, flags in CONFIGS.items()
-           for suffix, extra in (("", []), (", reference SPADE", ["--reference_spade"]))}
+PATHS = {"reference": (["--reference_spade"], {"SPADE_KEEP_FREED_MEMORY": "0"}), "fast": ([], {}),
+         "fast, default allocator": ([], {"SPADE_KEEP_FREED_MEMORY": "0"})}
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_one(flags: list[str]) -> None:
@@ -41,16 +71,41 @@ def run_one(flags: list[str]) -> None:
     run_dir = Path(flags[flags.index("--checkpoints_dir") + 1]) / "bench"
     records = [json.loads(line) for line in (run_dir / "logs" / "losses.jsonl").read_text().splitlines()]
     times = [r["seconds_per_iteration"] for r in records[1:]]
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_rss_mib()
     print(json.dumps({"seconds_per_iteration": statistics.mean(times), "min": min(times),
                       "peak_memory_mib": peak, "device": "cuda" if torch.cuda.is_available() else "cpu"}))
+
+
+def street_dataset(folder: Path, count: int = 4) -> list[str]:
+    """Street label maps, instance maps and noise photos at 256×128, in the custom layout."""
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from generator_speed import procedural_street
+
+    for kind in ("label", "inst", "img"):
+        (folder / kind).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        labels, instances = procedural_street(10 + i, cars=3 + 3 * i, people=4 * i, h=128, w=256)
+        Image.fromarray(labels[0, 0].numpy().astype(np.uint8)).save(folder / "label" / f"{i}.png")
+        Image.fromarray(instances[0, 0].numpy().astype(np.uint16)).save(folder / "inst" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (128, 256, 3), dtype=np.uint8)).save(folder / "img" / f"{i}.png")
+    return ["--label_dir", str(folder / "label"), "--instance_dir", str(folder / "inst"),
+            "--image_dir", str(folder / "img")]
+
+
+def landscapes_dataset(folder: Path, count: int = 4) -> list[str]:
+    subprocess.run([sys.executable, "-m", "spade.cli", "landscapes", "--out", str(folder), "--count", str(count),
+                    "--size", "256", "--seed", "1", "--workers", "1"], check=True, capture_output=True)
+    return ["--label_dir", str(folder / "train_label"), "--image_dir", str(folder / "train_img")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--dataroot", default=str(Path(__file__).resolve().parents[2] / "shared/data/coco_stuff_samples"))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--gpu_ids", default="-1")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -64,20 +119,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vgg_path = Path(tmp) / "vgg19_random.pth"
         torch.save(VGG19Features().state_dict(), vgg_path)
-        print(f"{'config':<64} {'s/iteration':>12} {'peak MiB':>10}")
-        for number, (name, extra) in enumerate(CONFIGS.items()):
-            flags = ["--dataset_mode", "coco", "--dataroot", args.dataroot, "--name", "bench",
-                     "--checkpoints_dir", str(Path(tmp) / f"run{number}"),
-                     "--max_steps", str(args.steps + 1),
-                     "--print_freq", "1", "--display_freq", "100000", "--save_latest_freq", "100000",
-                     "--vgg_path", str(vgg_path), "--no_progress", "--no_tensorboard", "--gpu_ids", args.gpu_ids,
-                     *extra]
-            out = subprocess.run([sys.executable, __file__, "--child", *flags], capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(out.stderr[-2000:])
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{name:<64} {result['seconds_per_iteration']:>12.3f} {result['peak_memory_mib']:>10.0f}"
-                  f"   ({result['device']}, mean of {args.steps} after one warm-up; fastest {result['min']:.3f})")
+        data = {"coco": [], "tiny": [], "cityscapes": street_dataset(Path(tmp) / "streets") if "cityscapes" in args.configs else [],
+                "landscapes": landscapes_dataset(Path(tmp) / "land") if "landscapes" in args.configs else []}
+        print(f"{'':<64} {'reference':>11} {'fast path':>15} {'fast, default':>15}  peak MiB")
+        print(f"{'config':<64} {'s':>11} {'s':>8} {'ratio':>6} {'s':>8} {'ratio':>6}  (reference / fast / "
+              "fast with the default allocator)")
+        for key in args.configs:
+            name, flags = CONFIGS[key]
+            results = {}
+            for path, (extra, env) in PATHS.items():
+                run_flags = [*flags, *data[key], "--name", "bench", "--checkpoints_dir", str(Path(tmp) / f"{key}_{path}"),
+                             "--max_steps", str(args.steps + 1), "--print_freq", "1", "--display_freq", "100000",
+                             "--save_latest_freq", "100000", "--vgg_path", str(vgg_path), "--no_progress",
+                             "--no_tensorboard", "--gpu_ids", args.gpu_ids, "--nThreads", "0", *extra]
+                out = subprocess.run([sys.executable, __file__, "--child", *run_flags], capture_output=True, text=True,
+                                     env={**os.environ, **env})
+                if out.returncode != 0:
+                    raise SystemExit(out.stderr[-2000:])
+                results[path] = json.loads(out.stdout.strip().splitlines()[-1])
+            ref, fast, plain = (results[p]["seconds_per_iteration"] for p in PATHS)
+            peaks = " / ".join(f"{results[p]['peak_memory_mib']:.0f}" for p in PATHS)
+            print(f"{name:<64} {ref:>11.3f} {fast:>8.3f} {ref / fast:>6.2f} {plain:>8.3f} {ref / plain:>6.2f}"
+                  f"  {peaks}")
+        print(f"({results['fast']['device']}; mean of {args.steps} iterations after one warm-up)")
 
 
 if __name__ == "__main__":
