@@ -313,14 +313,17 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         # Pixel-major rows for a channels-last x (inference).
         per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+        scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
     else:
         # Channel-major for an NCHW x (training): pixel-major rows would make the modulated map,
         # and so every following conv, channels-last, and the convs would copy their (spectral-
-        # normalized, so new each step) weights into that layout, several times per step.
+        # normalized, so new each step) weights into that layout, several times per step. Scale
+        # and shift are spread apart: the product keeps the scale for its gradient, and a shift
+        # sharing its storage would be kept with it.
         table = all_rows.t().unsqueeze(0).expand(n, -1, -1)
-        per_pixel = torch.gather(table, 2, level.pixel_row.view(n, 1, h * w).expand(n, 2 * channels, h * w))
-        per_pixel = per_pixel.view(n, 2 * channels, h, w)
-    scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
+        index = level.pixel_row.view(n, 1, h * w).expand(n, channels, h * w)
+        scale = torch.gather(table[:, :channels], 2, index).view(n, channels, h, w)
+        shift = torch.gather(table[:, channels:], 2, index).view(n, channels, h, w)
     if fold:
         centred = x - norm.running_mean.view(1, -1, 1, 1)
     out = torch.addcmul(shift, centred, scale)
@@ -417,11 +420,63 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
             parts.append(rows(F.embedding_bag(level.pattern_bag, products, mode="sum") + bias))
         elif level.boundary_index.numel():
             actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared.bias)
-            padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
-            patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)  # B × (offset, hidden)
-            parts.append(rows(torch.addmm(bias, patches, flat_weight)))
+            parts.append(rows(boundary_conv(actv, level.boundary_patch_index, flat_weight, bias, n, h, w)))
         all_rows = torch.cat([part.to(parts[0].dtype) for part in parts])  # (K + B) × 2C
     return all_rows, extra_rows, fold
+
+
+class _BoundaryConv(torch.autograd.Function):
+    """The γ|β conv at the boundary pixels: their 3×3 patches of the activations (zero padded),
+    gathered, times the flattened weight, plus the bias. The patches (9 × hidden values per
+    boundary pixel, several times the activation map itself) are gathered again in the backward
+    pass instead of being kept from the forward pass to the backward pass."""
+
+    @staticmethod
+    def forward(ctx, actv, patch_index, weight, bias, n, h, w):
+        patches = _patches(actv, patch_index, n, h, w)
+        out = torch.addmm(bias, patches, weight)
+        ctx.save_for_backward(actv, patch_index, weight)
+        ctx.shape = (n, h, w)
+        ctx.dtypes = (actv.dtype, weight.dtype, bias.dtype, out.dtype)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        actv, patch_index, weight = ctx.saved_tensors
+        n, h, w = ctx.shape
+        actv_dtype, weight_dtype, bias_dtype, compute = ctx.dtypes  # autocast computed in `compute`
+        grad_out = grad_out.to(compute)
+        grad_actv = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_patches = (grad_out @ weight.to(compute).t()).view(-1, actv.shape[1])  # (B·9) × hidden
+            grad_padded = grad_patches.new_zeros(n * (h + 2) * (w + 2), actv.shape[1])
+            grad_padded.index_add_(0, patch_index.reshape(-1), grad_patches)
+            grad_actv = grad_padded.view(n, h + 2, w + 2, -1)[:, 1:h + 1, 1:w + 1].reshape(-1, actv.shape[1])
+            grad_actv = grad_actv.to(actv_dtype)
+        if ctx.needs_input_grad[2]:
+            grad_weight = (_patches(actv, patch_index, n, h, w).to(compute).t() @ grad_out).to(weight_dtype)
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad_out.sum(0).to(bias_dtype)
+        return grad_actv, None, grad_weight, grad_bias, None, None, None
+
+
+def _patches(actv: torch.Tensor, patch_index: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
+    """B × (9·hidden): each boundary pixel's 3×3 neighbourhood of the (N·H·W) × hidden activations,
+    offset-major, zeros outside the image."""
+    hidden = actv.shape[1]
+    padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
+    return padded[patch_index].reshape(-1, 9 * hidden)
+
+
+def boundary_conv(actv: torch.Tensor, patch_index: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                  n: int, h: int, w: int) -> torch.Tensor:
+    """B × 2C: ``bias + patches(actv) @ weight`` for the boundary pixels (``patch_index``: B × 9
+    rows of the padded activation map; ``weight``: (9·hidden) × 2C), differentiable, without
+    keeping the patches for the backward pass."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (actv, weight, bias)):
+        return _BoundaryConv.apply(actv, patch_index, weight, bias, n, h, w)
+    return torch.addmm(bias, _patches(actv, patch_index, n, h, w), weight)
 
 
 def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,
@@ -450,9 +505,7 @@ def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weigh
     torch.addmm(bias, class_actv, weight_sum, out=all_rows[:classes])
     if boundary:
         actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared_bias)
-        padded = F.pad(actv.view(n, h, w, hidden), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden)
-        patches = padded[level.boundary_patch_index].reshape(-1, 9 * hidden)
-        torch.addmm(bias, patches, flat_weight, out=all_rows[classes:])
+        torch.addmm(bias, _patches(actv, level.boundary_patch_index, n, h, w), flat_weight, out=all_rows[classes:])
     rows_(all_rows)
     return all_rows, None
 
