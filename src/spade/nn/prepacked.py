@@ -2,9 +2,9 @@
 
 On CPU, ``F.conv2d`` hands oneDNN the weight in PyTorch's layout, and oneDNN reorders it into
 its blocked layout at every call. For the generator's wide layers at low resolution (1024→1024
-3×3 at 8×4 pixels: 38 MB of weights for 0.3 G multiply-adds) the reorder costs several times the
-convolution itself: 22 ms against 4 ms on a 2-core Xeon. ``PrepackedConv2d`` keeps the reordered
-weight and calls oneDNN's convolution with it (the op behind PyTorch's own frozen-graph
+3×3 at 8×4 pixels: 38 MB of weights for 0.3 G multiply-adds) the reorder, which reads and
+writes every weight, costs several times the convolution (``docs/performance.md``).
+``PrepackedConv2d`` keeps the reordered weight and calls oneDNN's convolution with it (the op behind PyTorch's own frozen-graph
 optimisation). On channels-last float32 input it gives the same bits as ``F.conv2d``.
 
 It only changes how an inference forward runs: the parameters, the state dict and every other
