@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spade.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, gan_loss, thumbnail_l1_loss,
+from spade.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, gan_loss, region_colour_loss,
+                          thumbnail_l1_loss,
                           kl_divergence)
 from spade.nn.vgg import (VGG_WEIGHTS_ENV, VGG19Features, VGGWeightsMissingError, load_vgg19,
                           resolve_vgg19_path)
@@ -87,6 +88,31 @@ def test_feature_matching_by_hand() -> None:
     got = feature_matching_loss(fake, real, weight=10.0)
     assert got.shape == (1,)
     assert got.item() == pytest.approx(27.5)
+
+
+def test_region_colour_term_sees_each_regions_statistics_not_where_pixels_are() -> None:
+    """The region term compares each region's colour mean and standard deviation: moving pixels
+    about inside their region costs nothing; a tint of one region costs its share times the
+    tint's mean over channels; painting a region flat costs its share times its lost deviation."""
+    torch.manual_seed(0)
+    labels = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+    labels[..., 6:, :] = 1                                       # region 1: the bottom quarter
+    regions = torch.cat([labels == 0, labels == 1], dim=1).double()
+    real = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    shuffled = real.clone()
+    top = shuffled[..., :6, :].reshape(1, 3, 48)
+    shuffled[..., :6, :] = top[..., torch.randperm(48)].reshape(1, 3, 6, 8)
+    assert region_colour_loss(shuffled, real, regions).item() == pytest.approx(0.0, abs=1e-7)
+    tinted = real.clone()
+    tinted[..., 6:, :] += torch.tensor([0.3, 0.0, -0.6], dtype=torch.float64).view(1, 3, 1, 1)
+    assert region_colour_loss(tinted, real, regions).item() == pytest.approx(0.25 * 0.3, rel=1e-6)
+    flat = real.clone()
+    flat[..., 6:, :] = real[..., 6:, :].mean(dim=(2, 3), keepdim=True)
+    lost = real[..., 6:, :].reshape(3, 16).std(dim=1, unbiased=False).mean().item()
+    # a flat region's deviation is sqrt(0 + 1e-8) = 1e-4, the ε that keeps its gradient finite
+    assert region_colour_loss(flat, real, regions).item() == pytest.approx(0.25 * lost, abs=1e-3)
+    absent = torch.cat([regions, torch.zeros(1, 1, 8, 8, dtype=torch.float64)], dim=1)
+    assert region_colour_loss(tinted, real, absent).item() == pytest.approx(0.25 * 0.3, rel=1e-6)
 
 
 def test_thumbnail_l1_sees_colours_not_texture() -> None:

@@ -457,6 +457,31 @@ def test_pooled_l1_term_reaches_the_encoder():
         run_config_from_args(parser.parse_args(base + ["--lambda_l1", "5", "--l1_downsample", "0"]))
 
 
+def test_freeze_generator_trains_only_the_z_modulation(tmp_path):
+    """--freeze_generator: the generator's own weights stay as they were, its z-modulation layers
+    and the encoder train; it needs the modulation (it would leave nothing of G to train) and
+    the region term needs the encoder."""
+    from spade.config import EncoderConfig
+
+    run = tiny_run(tmp_path / "frozen", max_steps=2, freeze_generator=True)
+    run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8, z_modulation=True),
+                                     encoder=EncoderConfig(ndf=4, num_layers=5, latent_dim=8)),
+                  loss=replace(run.loss, lambda_region=10.0))
+    torch.manual_seed(run.train.seed)
+    before = loop.build_networks(run.model, run.train.init_type, run.train.init_variance)
+    result = train(run, progress=False)
+    after = load_checkpoint(result.checkpoint, with_training_state=False).networks
+    initial = dict(before.generator.state_dict())
+    changed = {name for name, p in after.generator.named_parameters() if not torch.equal(p, initial[name])}
+    assert changed and all(name.startswith("z_modulation.") for name in changed), sorted(changed)[:5]
+    assert any(not torch.equal(p, q) for p, q in zip(after.encoder.parameters(), before.encoder.parameters()))
+    parser = build_parser()
+    with pytest.raises(SystemExit, match="--freeze_generator trains only the z-modulation layers"):
+        run_config_from_args(parser.parse_args(["train", "--dataroot", "x", "--use_vae", "--freeze_generator"]))
+    with pytest.raises(SystemExit, match="--lambda_region needs the image encoder"):
+        run_config_from_args(parser.parse_args(["train", "--dataroot", "x", "--lambda_region", "1"]))
+
+
 def test_latent_regression_and_mode_seeking_terms():
     """--lambda_latent adds BicycleGAN's cLR term: a picture of a random code must encode back to
     it; its gradient reaches the generator, never the encoder's weights, and it leaves the

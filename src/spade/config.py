@@ -282,6 +282,7 @@ class LossConfig:
     no_vgg_loss: bool = False
     lambda_l1: float = 0.0                   # L1 to the real image, pooled (ours; 0 = off, as the paper)
     l1_downsample: int = 1                   # average-pooling factor of that L1 term
+    lambda_region: float = 0.0               # region colour statistics to the real image (ours; 0 = off)
     lambda_latent: float = 0.0               # latent regression, BicycleGAN's cLR (ours; 0 = off)
     lambda_ms: float = 0.0                   # mode seeking, MSGAN (ours; 0 = off)
     latent_trains_encoder: bool = False      # the cLR term also trains E (ours; BicycleGAN: G only)
@@ -326,6 +327,7 @@ class TrainConfig:
     fast_spade: bool = True                  # the exact fast SPADE path (spade.nn.fast_spade)
     init_from: str | None = None             # start from this checkpoint's weights (fine-tuning)
     init_fresh: tuple[str, ...] = ()         # networks that --init_from leaves fresh ("discriminator", "encoder")
+    freeze_generator: bool = False           # only G's z-modulation layers (and E) train
 
 
 @dataclass(frozen=True)

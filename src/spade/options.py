@@ -66,6 +66,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                            "a reconstruction term for the image encoder when no VGG19 weights are at hand")
     ours.add_argument("--l1_downsample", type=int, default=1,
                       help="average-pool both images by this factor before that L1 (1: full resolution)")
+    ours.add_argument("--lambda_region", type=float, default=0.0,
+                      help="weight of a term between the fake's and the real image's colour mean and standard "
+                           "deviation in each region of the semantic map (not in the paper; 0: off): a "
+                           "reconstruction term for the image encoder that asks for style, not for layout")
     ours.add_argument("--lambda_latent", type=float, default=0.0,
                       help="weight of latent regression (BicycleGAN's cLR; not in the paper; 0: off): a picture "
                            "made from a random code z must encode back to z, so the generator cannot ignore z")
@@ -89,6 +93,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours.add_argument("--z_modulation", action="store_true",
                       help="the style code also scales and shifts every generator block's input, per channel "
                            "(FiLM, zero at the start; needs --use_vae; official: only through the first layer)")
+    ours.add_argument("--freeze_generator", action="store_true",
+                      help="the generator's weights stay fixed except its z-modulation layers (with --init_from: "
+                           "teach a trained generator to follow its code without relearning what it paints)")
     ours.add_argument("--upsample", choices=["nearest", "bilinear"], default="nearest",
                       help="how the SPADE generator upsamples its features 2x between blocks (official: nearest, "
                            "whose blocks show as edges in flat regions; the label maps stay nearest)")
@@ -144,7 +151,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.l1_downsample < 1 or args.lambda_l1 < 0:
         raise SystemExit(f"--l1_downsample must be at least 1 (got {args.l1_downsample}) and --lambda_l1 "
                          f"not negative (got {args.lambda_l1})")
-    for name in ("lambda_latent", "lambda_ms"):
+    for name in ("lambda_latent", "lambda_ms", "lambda_region"):
         if getattr(args, name) < 0:
             raise SystemExit(f"--{name} must not be negative (got {getattr(args, name)})")
         if getattr(args, name) > 0 and not o["use_vae"]:
@@ -155,11 +162,13 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         raise SystemExit("--init_fresh needs --init_from (the networks it names would start fresh anyway)")
     if args.z_modulation and not (o["use_vae"] and o["netG"] == "spade"):
         raise SystemExit("--z_modulation needs the SPADE generator with the image encoder (--netG spade --use_vae)")
+    if args.freeze_generator and not args.z_modulation:
+        raise SystemExit("--freeze_generator trains only the z-modulation layers: it needs --z_modulation")
     loss = LossConfig(gan_mode=o["gan_mode"], lambda_feat=o["lambda_feat"], lambda_vgg=o["lambda_vgg"],
                       lambda_kld=o["lambda_kld"], no_ganFeat_loss=o["no_ganFeat_loss"],
                       no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path,
                       lambda_l1=args.lambda_l1, l1_downsample=args.l1_downsample,
-                      lambda_latent=args.lambda_latent, lambda_ms=args.lambda_ms,
+                      lambda_region=args.lambda_region, lambda_latent=args.lambda_latent, lambda_ms=args.lambda_ms,
                       latent_trains_encoder=args.latent_trains_encoder)
     train = TrainConfig(
         run_dir=str(Path(o["checkpoints_dir"]) / o["name"]), batch_size=o["batchSize"], lr=o["lr"],
@@ -172,5 +181,5 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         save_epoch_freq=o["save_epoch_freq"], keep_checkpoints=args.keep_checkpoints,
         init_type=o["init_type"], init_variance=o["init_variance"], tensorboard=not args.no_tensorboard,
         fast_spade=not args.reference_spade, init_from=args.init_from,
-        init_fresh=tuple(args.init_fresh))
+        init_fresh=tuple(args.init_fresh), freeze_generator=args.freeze_generator)
     return RunConfig(model=model, data=data, loss=loss, train=train)

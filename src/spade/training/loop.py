@@ -45,7 +45,7 @@ from ..palettes import palette_for
 from ..semantics import build_semantics
 from .logging import RunLogger
 from .steps import StepNetworks, discriminator_losses, generator_losses
-from .warm_start import warm_start
+from .warm_start import freeze_all_but_modulation, warm_start
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -328,6 +328,8 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
                 net.to(memory_format=torch.channels_last)
     if ema is not None:
         ema.model.to(device)
+    if cfg.freeze_generator:  # before DDP, which hooks the parameters that need gradients
+        freeze_all_but_modulation(networks.generator)
     generator, discriminator, encoder = networks.generator, networks.discriminator, networks.encoder
     if ctx.enabled:
         generator, discriminator = convert_sync_batchnorm(generator), convert_sync_batchnorm(discriminator)
@@ -342,7 +344,8 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     epoch = int(state["epoch"]) if state else 1
     lr_g, lr_d = learning_rates(cfg, epoch)
     betas = adam_betas(cfg)
-    g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
+    g_params = [p for p in generator.parameters() if p.requires_grad]
+    g_params += list(encoder.parameters()) if encoder is not None else []
     optimizer_g = torch.optim.Adam(g_params, lr=lr_g, betas=betas)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=betas)
     use_scaler = cfg.amp == "fp16"

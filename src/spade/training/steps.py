@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import LossConfig
 from ..losses import (VGGPerceptualLoss, feature_matching_loss, gan_loss, kl_divergence, latent_regression_loss,
-                      mode_seeking_loss, thumbnail_l1_loss)
+                      mode_seeking_loss, region_colour_loss, thumbnail_l1_loss)
 from ..nn.encoder import reparameterize
 
 
@@ -100,6 +100,8 @@ def generator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torch.Te
         losses["VGG"] = nets.vgg_loss(fake.float(), real.float()) * config.lambda_vgg
     if config.lambda_l1 > 0:
         losses["L1"] = thumbnail_l1_loss(fake.float(), real.float(), config.l1_downsample) * config.lambda_l1
+    if config.lambda_region > 0:
+        losses["Region"] = region_colour_loss(fake.float(), real.float(), semantics) * config.lambda_region
     return losses, fake
 
 

@@ -92,3 +92,13 @@ def warm_start(networks: Networks, ema_generator: nn.Module | None, path: str | 
         copy_weights(ema_generator, source_ema if source_ema is not None else source.generator, "EMA generator")
         report.append("EMA generator: from the source's " + ("EMA" if source_ema is not None else "generator"))
     return report
+
+
+def freeze_all_but_modulation(generator: nn.Module) -> None:
+    """Hold the generator's weights fixed except its z-modulation layers: a fine-tune that
+    teaches a trained generator to follow its code without relearning what it paints (the
+    layers start at zero, so it starts as the trained generator exactly)."""
+    if getattr(generator, "z_modulation", None) is None:
+        raise ValueError("freezing the generator leaves nothing to train without --z_modulation")
+    for name, parameter in generator.named_parameters():
+        parameter.requires_grad_(name.startswith(_IDENTITY_AT_START))
