@@ -96,6 +96,32 @@ def test_fast_equals_reference(kind, edges, dontcare, norm, train, batch, dtype)
         assert_same_outputs_and_gradients(reference, fast, FLOAT32_REL, gradients=False)
 
 
+@pytest.mark.parametrize("kind", ["noise", "blocks"])
+def test_training_keeps_no_rearranged_weights_or_row_tables(kind):
+    """What the fast path keeps for the backward pass: the γ|β products keep the weights
+    themselves (not their per-layer rearranged copies) and the spreading of the rows keeps the
+    row index (not the row tables), so no tensor kept is a float tensor of the label networks'
+    own making other than the activations, the scale maps and the norm's output."""
+    classes = 7
+    labels, instances = _label_maps(kind, classes, 64)
+    semantics = build_semantics(labels, classes, True, instances, True)
+    torch.manual_seed(0)
+    g = SPADEGenerator(semantics.shape[1], ngf=8, crop_size=64, norm="spectralspadesyncbatch3x3", spade_hidden=24).train()
+    parameters = {p.untyped_storage().data_ptr() for p in g.parameters()}
+    kept_shapes = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in parameters:
+            kept_shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        g(semantics)
+    widths = {2 * m.mlp_gamma.out_channels for m in g.modules() if hasattr(m, "mlp_gamma")}
+    rearranged = [s for s in kept_shapes if len(s) == 2 and (s[1] in widths or s[1] % 9 == 0 and s[1] // 9 in widths)]
+    assert not rearranged, rearranged
+
+
 def test_both_boundary_strategies_are_exercised():
     """Blocky maps take the distinct-pattern factoring, per-pixel noise the patch gather."""
     classes = 7
@@ -187,6 +213,22 @@ def test_inference_cache_follows_weight_updates():
         after_reference = g(semantics)
     assert not torch.allclose(before, after_fast)
     check_error("image", max_abs_diff(after_fast, after_reference) / float(after_reference.abs().max()), FLOAT32_REL)
+
+
+def test_no_tables_are_kept_between_training_steps():
+    """The discriminator step's forward runs without gradients in train mode: the rearranged
+    weights it makes are not kept (the next step's weights differ), as they are in eval mode."""
+    classes = 7
+    semantics = build_semantics(_label_maps("blocks", classes, 64)[0], classes, False)
+    g = _generator(classes, "spectralspadebatch3x3")
+    cached = lambda: [m for m in g.modules() if "_fast_spade_cache" in m.__dict__]  # noqa: E731
+    with torch.no_grad():
+        g.train()(semantics)
+        assert not cached()
+        g.eval()(semantics)
+        assert cached()
+        g.train()(semantics)
+        assert not cached()
 
 
 def test_instance_norm_gradient_does_not_depend_on_the_gradient_layout():

@@ -264,19 +264,27 @@ def _label_network(spade, num_classes: int, has_edges: bool, by_patterns: bool) 
     the γ|β weight as (9·hidden) × 2C for gathered patches or as hidden × (9·2C) for the
     pattern factoring (only the layout the level uses is made; the other is None), and their
     bias. Kept while the weights do not change and no gradient is needed (inference); rebuilt
-    each time in training."""
+    each time in training, where only the table and the bias are made: the products with the
+    γ|β weight rearrange it themselves (:class:`_GammaBetaProduct`)."""
     shared, gamma, beta = spade.mlp_shared[0], spade.mlp_gamma, spade.mlp_beta
     params = (shared.weight, shared.bias, gamma.weight, gamma.bias, beta.weight, beta.bias)
-    key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    if grad:
+        return (_shared_table(shared.weight, num_classes, has_edges), None, None, None,
+                torch.cat([gamma.bias, beta.bias], dim=0))
+    key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    # Kept for inference only: in training the weights change at every step, and a table kept
+    # from the discriminator step's no-grad forward would only add to the memory between steps.
+    cacheable = not spade.training
     cached = spade.__dict__.get("_fast_spade_cache")
-    if not grad and cached is not None and cached[0] == key:
+    if cacheable and cached is not None and cached[0] == key:
         prepared = cached[1]
     else:
+        spade.__dict__.pop("_fast_spade_cache", None)
         prepared = [_shared_table(shared.weight, num_classes, has_edges),
                     torch.cat([gamma.weight, beta.weight], dim=0).sum(dim=(2, 3)).t().contiguous(),  # Σ_o W_o
                     None, None, torch.cat([gamma.bias, beta.bias], dim=0)]
-        if not grad:
+        if cacheable:
             spade.__dict__["_fast_spade_cache"] = (key, prepared)
     slot = 3 if by_patterns else 2
     if prepared[slot] is None:
@@ -320,10 +328,7 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
         # normalized, so new each step) weights into that layout, several times per step. Scale
         # and shift are spread apart: the product keeps the scale for its gradient, and a shift
         # sharing its storage would be kept with it.
-        table = all_rows.t().unsqueeze(0).expand(n, -1, -1)
-        index = level.pixel_row.view(n, 1, h * w).expand(n, channels, h * w)
-        scale = torch.gather(table[:, :channels], 2, index).view(n, channels, h, w)
-        shift = torch.gather(table[:, channels:], 2, index).view(n, channels, h, w)
+        scale, shift = spread_rows(all_rows, level.pixel_row, n, h, w)
     if fold:
         centred = x - norm.running_mean.view(1, -1, 1, 1)
     out = torch.addcmul(shift, centred, scale)
@@ -408,57 +413,142 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
         all_rows, extra_rows = _rows_in_place(level, table, shared.bias, class_actv, weight_sum, flat_weight,
                                               offset_weight, bias, n, h, w, hidden, channels, rows_)
     else:
-        parts = [rows(torch.addmm(bias, class_actv, weight_sum))]
+        weights = (spade.mlp_gamma.weight, spade.mlp_beta.weight)
+        parts = [rows(gamma_beta_product(class_actv, None, *weights, bias, "sum", n, h, w))]
 
         # Boundaries: mlp_shared as an embedding sum over the 9 neighbours (+ bias, ReLU) where
         # needed, then the exact 3×3 γ|β conv, by distinct patterns or on gathered patches (zero
         # padding of the activations).
         if level.pattern_rep is not None:
             actv = F.relu(F.embedding_bag(level.pattern_neighbours, table, mode="sum") + shared.bias)
-            products = (actv @ offset_weight).view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
+            products = gamma_beta_product(actv, None, *weights, None, "offsets", n, h, w)
+            products = products.view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
             products = torch.cat([products, products.new_zeros(1, 2 * channels)])
             parts.append(rows(F.embedding_bag(level.pattern_bag, products, mode="sum") + bias))
         elif level.boundary_index.numel():
             actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared.bias)
-            parts.append(rows(boundary_conv(actv, level.boundary_patch_index, flat_weight, bias, n, h, w)))
+            parts.append(rows(gamma_beta_product(actv, level.boundary_patch_index, *weights, bias, "patches",
+                                                 n, h, w)))
         all_rows = torch.cat([part.to(parts[0].dtype) for part in parts])  # (K + B) × 2C
     return all_rows, extra_rows, fold
 
 
-class _BoundaryConv(torch.autograd.Function):
-    """The γ|β conv at the boundary pixels: their 3×3 patches of the activations (zero padded),
-    gathered, times the flattened weight, plus the bias. The patches (9 × hidden values per
-    boundary pixel, several times the activation map itself) are gathered again in the backward
-    pass instead of being kept from the forward pass to the backward pass."""
+def _spread(rows: torch.Tensor, pixel_row: torch.Tensor, n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    channels = rows.shape[1] // 2
+    table = rows.t().unsqueeze(0).expand(n, -1, -1)
+    index = pixel_row.view(n, 1, h * w).expand(n, channels, h * w)
+    scale = torch.gather(table[:, :channels], 2, index).view(n, channels, h, w)
+    shift = torch.gather(table[:, channels:], 2, index).view(n, channels, h, w)
+    return scale, shift
+
+
+class _SpreadRows(torch.autograd.Function):
+    """Each pixel's row ``[s | t]`` spread channel-major into the scale and the shift maps
+    (N × C × H × W each). The backward pass sums each row's gradient over its pixels; it needs
+    only the row index of each pixel, where a gather would keep the whole row table."""
 
     @staticmethod
-    def forward(ctx, actv, patch_index, weight, bias, n, h, w):
-        patches = _patches(actv, patch_index, n, h, w)
-        out = torch.addmm(bias, patches, weight)
-        ctx.save_for_backward(actv, patch_index, weight)
-        ctx.shape = (n, h, w)
-        ctx.dtypes = (actv.dtype, weight.dtype, bias.dtype, out.dtype)
+    def forward(ctx, rows, pixel_row, n, h, w):
+        ctx.save_for_backward(pixel_row)
+        ctx.shape = (rows.shape[0], n, h, w)
+        return _spread(rows, pixel_row, n, h, w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_scale, grad_shift):
+        (pixel_row,) = ctx.saved_tensors
+        num_rows, n, h, w = ctx.shape
+        parts = []
+        for grad in (grad_scale, grad_shift):
+            channels = grad.shape[1]
+            index = pixel_row.view(n, 1, h * w).expand(n, channels, h * w)
+            summed = grad.new_zeros(n, channels, num_rows).scatter_add_(2, index, grad.reshape(n, channels, h * w))
+            parts.append(summed.sum(0))
+        return torch.cat(parts).t(), None, None, None, None
+
+
+def spread_rows(rows: torch.Tensor, pixel_row: torch.Tensor, n: int, h: int,
+                w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), N × C × H × W each: pixel p takes row ``pixel_row[p]`` of ``rows``
+    ((K + B) × 2C, [s | t]); differentiable in ``rows``."""
+    if torch.is_grad_enabled() and rows.requires_grad:
+        return _SpreadRows.apply(rows, pixel_row, n, h, w)
+    return _spread(rows, pixel_row, n, h, w)
+
+
+def _gamma_beta_matrix(gamma_weight: torch.Tensor, beta_weight: torch.Tensor, layout: str) -> torch.Tensor:
+    """The γ|β conv's weight (2C × hidden × 3 × 3, as one conv) as the matrix a product takes:
+    "sum": Σ_o W_o, hidden × 2C (a one-class window); "offsets": hidden × (9·2C), the columns
+    W_o of each offset o (distinct patterns); "patches": (9·hidden) × 2C, against gathered
+    3×3 patches, offset-major."""
+    weight = torch.cat([gamma_weight, beta_weight], dim=0)
+    if layout == "sum":
+        return weight.sum(dim=(2, 3)).t().contiguous()
+    if layout == "offsets":
+        return weight.permute(1, 2, 3, 0).reshape(weight.shape[1], -1).contiguous()
+    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]).contiguous()
+
+
+def _gamma_beta_weight_grads(grad_matrix: torch.Tensor, layout: str, channels: int,
+                             hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of the γ and the β weight from that of their matrix (the transposed
+    rearrangement; Σ_o spreads one gradient over the 9 offsets)."""
+    if layout == "sum":
+        grad = grad_matrix.t()[:, :, None, None].expand(2 * channels, hidden, 3, 3)
+    elif layout == "offsets":
+        grad = grad_matrix.view(hidden, 3, 3, 2 * channels).permute(3, 0, 1, 2)
+    else:
+        grad = grad_matrix.view(3, 3, hidden, 2 * channels).permute(3, 2, 0, 1)
+    return grad[:channels].contiguous(), grad[channels:].contiguous()
+
+
+class _GammaBetaProduct(torch.autograd.Function):
+    """``x @ matrix(W_γ|β) (+ bias)`` (see :func:`_gamma_beta_matrix`), where x is the label
+    network's activations, or with ``patch_index`` their 3×3 patches gathered at the boundary
+    pixels. What is kept for the backward pass is x and the weights themselves: the rearranged
+    weight matrix (as large as the weights, per SPADE layer) and the gathered patches (9·hidden
+    values per boundary pixel) are made again there instead."""
+
+    @staticmethod
+    def forward(ctx, x, patch_index, gamma_weight, beta_weight, bias, layout, n, h, w):
+        operand = x if patch_index is None else _patches(x, patch_index, n, h, w)
+        matrix = _gamma_beta_matrix(gamma_weight, beta_weight, layout)
+        out = operand @ matrix if bias is None else torch.addmm(bias, operand, matrix)
+        ctx.save_for_backward(x, patch_index, gamma_weight, beta_weight)
+        ctx.layout, ctx.shape = layout, (n, h, w)
+        ctx.dtypes = (x.dtype, gamma_weight.dtype, None if bias is None else bias.dtype, out.dtype)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        actv, patch_index, weight = ctx.saved_tensors
+        x, patch_index, gamma_weight, beta_weight = ctx.saved_tensors
         n, h, w = ctx.shape
-        actv_dtype, weight_dtype, bias_dtype, compute = ctx.dtypes  # autocast computed in `compute`
+        x_dtype, weight_dtype, bias_dtype, compute = ctx.dtypes  # autocast computed in `compute`
         grad_out = grad_out.to(compute)
-        grad_actv = grad_weight = grad_bias = None
+        grad_x = grad_gamma = grad_beta = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_patches = (grad_out @ weight.to(compute).t()).view(-1, actv.shape[1])  # (B·9) × hidden
-            grad_padded = grad_patches.new_zeros(n * (h + 2) * (w + 2), actv.shape[1])
-            grad_padded.index_add_(0, patch_index.reshape(-1), grad_patches)
-            grad_actv = grad_padded.view(n, h + 2, w + 2, -1)[:, 1:h + 1, 1:w + 1].reshape(-1, actv.shape[1])
-            grad_actv = grad_actv.to(actv_dtype)
-        if ctx.needs_input_grad[2]:
-            grad_weight = (_patches(actv, patch_index, n, h, w).to(compute).t() @ grad_out).to(weight_dtype)
-        if ctx.needs_input_grad[3]:
+            matrix = _gamma_beta_matrix(gamma_weight, beta_weight, ctx.layout).to(compute)
+            grad_operand = grad_out @ matrix.t()
+            del matrix
+            if patch_index is None:
+                grad_x = grad_operand.to(x_dtype)
+            else:
+                hidden = x.shape[1]
+                grad_padded = grad_operand.new_zeros(n * (h + 2) * (w + 2), hidden)
+                grad_padded.index_add_(0, patch_index.reshape(-1), grad_operand.view(-1, hidden))
+                del grad_operand
+                grad_x = grad_padded.view(n, h + 2, w + 2, hidden)[:, 1:h + 1, 1:w + 1].reshape(-1, hidden)
+                grad_x = grad_x.to(x_dtype)
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            operand = x if patch_index is None else _patches(x, patch_index, n, h, w)
+            grad_matrix = operand.to(compute).t() @ grad_out
+            del operand
+            grad_gamma, grad_beta = _gamma_beta_weight_grads(grad_matrix.to(weight_dtype), ctx.layout,
+                                                             gamma_weight.shape[0], gamma_weight.shape[1])
+        if bias_dtype is not None and ctx.needs_input_grad[4]:
             grad_bias = grad_out.sum(0).to(bias_dtype)
-        return grad_actv, None, grad_weight, grad_bias, None, None, None
+        return grad_x, None, grad_gamma, grad_beta, grad_bias, None, None, None, None
 
 
 def _patches(actv: torch.Tensor, patch_index: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
@@ -469,14 +559,18 @@ def _patches(actv: torch.Tensor, patch_index: torch.Tensor, n: int, h: int, w: i
     return padded[patch_index].reshape(-1, 9 * hidden)
 
 
-def boundary_conv(actv: torch.Tensor, patch_index: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                  n: int, h: int, w: int) -> torch.Tensor:
-    """B × 2C: ``bias + patches(actv) @ weight`` for the boundary pixels (``patch_index``: B × 9
-    rows of the padded activation map; ``weight``: (9·hidden) × 2C), differentiable, without
-    keeping the patches for the backward pass."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (actv, weight, bias)):
-        return _BoundaryConv.apply(actv, patch_index, weight, bias, n, h, w)
-    return torch.addmm(bias, _patches(actv, patch_index, n, h, w), weight)
+def gamma_beta_product(x: torch.Tensor, patch_index: torch.Tensor | None, gamma_weight: torch.Tensor,
+                       beta_weight: torch.Tensor, bias: torch.Tensor | None, layout: str,
+                       n: int, h: int, w: int) -> torch.Tensor:
+    """``x`` (or its patches at ``patch_index``: B × 9 rows of the padded activation map) times
+    the γ|β weight in ``layout`` (see :func:`_gamma_beta_matrix`), plus ``bias`` if given;
+    differentiable, keeping only x and the weights for the backward pass."""
+    tensors = (x, gamma_weight, beta_weight) + (() if bias is None else (bias,))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _GammaBetaProduct.apply(x, patch_index, gamma_weight, beta_weight, bias, layout, n, h, w)
+    operand = x if patch_index is None else _patches(x, patch_index, n, h, w)
+    matrix = _gamma_beta_matrix(gamma_weight, beta_weight, layout)
+    return operand @ matrix if bias is None else torch.addmm(bias, operand, matrix)
 
 
 def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,
