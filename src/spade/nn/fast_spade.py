@@ -279,9 +279,11 @@ def _label_network(spade, num_classes: int, has_edges: bool) -> tuple[torch.Tens
     if cacheable and cached is not None and cached[0] == key:
         return cached[1]
     spade.__dict__.pop("_fast_spade_cache", None)
+    matrix = _shared_gamma_beta_matrix(spade)
+    if matrix is None:
+        matrix = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets")
     prepared = (_shared_table(shared.weight, num_classes, has_edges),
-                _gamma_beta_matrix(gamma.weight, beta.weight, "sum"),
-                _gamma_beta_matrix(gamma.weight, beta.weight, "offsets"), bias)
+                _gamma_beta_matrix(gamma.weight, beta.weight, "sum"), matrix, bias)
     if cacheable:
         spade.__dict__["_fast_spade_cache"] = (key, prepared)
     return prepared
@@ -484,6 +486,38 @@ def _gamma_beta_weight_grads(grad_matrix: torch.Tensor, layout: str, channels: i
     else:
         grad = grad_matrix.view(3, 3, hidden, 2 * channels).permute(3, 2, 0, 1)
     return grad[:channels].contiguous(), grad[channels:].contiguous()
+
+
+def share_gamma_beta_storage(spade) -> None:
+    """For inference: the γ and β conv weights become views of the offset-major matrix that the
+    fast path multiplies with, so that the model holds one copy of them, not two (the tables are
+    kept for as long as the weights do not change). They read as before: the same numbers, in
+    the state dict, in copies and on the reference path."""
+    gamma, beta = spade.mlp_gamma, spade.mlp_beta
+    with torch.no_grad():
+        matrix = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets")
+    channels, hidden = gamma.out_channels, gamma.in_channels
+    blocks = matrix.view(3, 3, hidden, 2 * channels)
+    gamma.weight = torch.nn.Parameter(blocks[..., :channels].permute(3, 2, 0, 1), gamma.weight.requires_grad)
+    beta.weight = torch.nn.Parameter(blocks[..., channels:].permute(3, 2, 0, 1), beta.weight.requires_grad)
+    spade.__dict__["_gamma_beta_offsets"] = matrix
+
+
+def _shared_gamma_beta_matrix(spade) -> torch.Tensor | None:
+    """The matrix that the γ and β weights are views of (:func:`share_gamma_beta_storage`), or
+    None where they are not (never shared, or replaced since: moved, cast, assigned)."""
+    matrix = spade.__dict__.get("_gamma_beta_offsets")
+    if matrix is None:
+        return None
+    gamma, beta = spade.mlp_gamma.weight, spade.mlp_beta.weight
+    channels, hidden = gamma.shape[0], gamma.shape[1]
+    strides = (1, 2 * channels, 3 * hidden * 2 * channels, hidden * 2 * channels)
+    storage = matrix.untyped_storage().data_ptr()
+    if all(w.untyped_storage().data_ptr() == storage and w.stride() == strides and w.dtype == matrix.dtype
+           and w.storage_offset() == matrix.storage_offset() + offset
+           for w, offset in ((gamma, 0), (beta, channels))):
+        return matrix
+    return None
 
 
 def _product(x: torch.Tensor, matrix: torch.Tensor, mode: str) -> torch.Tensor:
