@@ -282,18 +282,13 @@ def _label_network(spade, num_classes: int, has_edges: bool, by_patterns: bool) 
     else:
         spade.__dict__.pop("_fast_spade_cache", None)
         prepared = [_shared_table(shared.weight, num_classes, has_edges),
-                    torch.cat([gamma.weight, beta.weight], dim=0).sum(dim=(2, 3)).t().contiguous(),  # Σ_o W_o
+                    _gamma_beta_matrix(gamma.weight, beta.weight, "sum"),  # Σ_o W_o
                     None, None, torch.cat([gamma.bias, beta.bias], dim=0)]
         if cacheable:
             spade.__dict__["_fast_spade_cache"] = (key, prepared)
     slot = 3 if by_patterns else 2
     if prepared[slot] is None:
-        hidden, channels = shared.out_channels, gamma.out_channels
-        weight = torch.cat([gamma.weight, beta.weight], dim=0)  # γ|β as one conv: 2C × hidden × 3 × 3
-        if by_patterns:
-            prepared[slot] = weight.permute(1, 2, 3, 0).reshape(hidden, 9 * 2 * channels).contiguous()
-        else:
-            prepared[slot] = weight.permute(2, 3, 1, 0).reshape(9 * hidden, 2 * channels).contiguous()
+        prepared[slot] = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets" if by_patterns else "patches")
     return tuple(prepared)
 
 
