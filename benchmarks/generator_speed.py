@@ -47,8 +47,8 @@ from spade.config import DiscriminatorConfig, GeneratorConfig, LossConfig, Model
 from spade.export import prepare_for_inference
 from spade.models import build_networks
 from spade.nn.generator import SPADEGenerator
-from spade.nn.prepacked import release_plain_weights, set_compute_dtype
-from spade.nn.spade import SPADE
+from spade.inference import keep_one_weight_copy
+from spade.nn.prepacked import set_compute_dtype
 from spade.semantics import build_semantics
 from spade.training.steps import StepNetworks, discriminator_losses, generator_losses
 
@@ -213,7 +213,7 @@ def path_worker(path: str, generator_kwargs: dict, weights: str, threads: int, c
         if bf16:
             set_compute_dtype(generator, torch.bfloat16)
         else:
-            release_plain_weights(generator, keep=(SPADE,))
+            keep_one_weight_copy(generator)
     generator.fast_spade = fast
     if keep:
         from spade.memory import release_freed_memory

@@ -221,7 +221,10 @@ def test_no_tables_are_kept_between_training_steps():
     classes = 7
     semantics = build_semantics(_label_maps("blocks", classes, 64)[0], classes, False)
     g = _generator(classes, "spectralspadebatch3x3")
-    cached = lambda: [m for m in g.modules() if "_fast_spade_cache" in m.__dict__]  # noqa: E731
+
+    def cached() -> list:
+        return [m for m in g.modules() if "_fast_spade_cache" in m.__dict__]
+
     with torch.no_grad():
         g.train()(semantics)
         assert not cached()
@@ -229,6 +232,46 @@ def test_no_tables_are_kept_between_training_steps():
         assert cached()
         g.train()(semantics)
         assert not cached()
+
+
+def test_gamma_beta_weights_shared_with_the_tables():
+    """For inference the γ and β weights become views of the fast path's weight matrix: one copy,
+    the same numbers in the state dict, the same images bit for bit; a new state dict loaded into
+    them updates the matrix with them, and a replaced weight is noticed."""
+    from spade.nn.fast_spade import share_gamma_beta_storage
+    from spade.nn.spade import SPADE
+
+    classes = 7
+    labels, instances = _label_maps("blocks", classes, 64)
+    semantics = build_semantics(labels, classes, True, instances, True)
+    g = _generator(semantics.shape[1], "spectralspadesyncbatch3x3")
+    with torch.no_grad():
+        g.train()(semantics)  # batch-norm statistics
+        g.eval()
+        state = {k: v.clone() for k, v in g.state_dict().items()}
+        before = g(semantics)
+        layers = [m for m in g.modules() if isinstance(m, SPADE)]
+        for layer in layers:
+            share_gamma_beta_storage(layer)
+        assert all(torch.equal(v, state[k]) for k, v in g.state_dict().items())
+        assert torch.equal(g(semantics), before)
+        for layer in layers:
+            matrix = layer._fast_spade_cache[1][2]
+            assert matrix.data_ptr() == layer.mlp_gamma.weight.data_ptr()
+        other = {k: v * 1.25 if "mlp_gamma.weight" in k or "mlp_beta.weight" in k else v for k, v in state.items()}
+        g.load_state_dict(other)
+        shared = g(semantics)
+        assert all(m._fast_spade_cache[1][2].data_ptr() == m.mlp_gamma.weight.data_ptr() for m in layers)
+        fresh = _generator(semantics.shape[1], "spectralspadesyncbatch3x3")
+        fresh.load_state_dict(other)
+        assert torch.equal(shared, fresh.eval()(semantics))
+        layers[0].mlp_beta.weight = torch.nn.Parameter(layers[0].mlp_beta.weight.detach().contiguous() * 2)
+        g.fast_spade, fresh.fast_spade = True, False
+        replaced = g(semantics)
+        layers_fresh = [m for m in fresh.modules() if isinstance(m, SPADE)]
+        layers_fresh[0].mlp_beta.weight.mul_(2)
+        reference = fresh(semantics)
+    check_error("image", max_abs_diff(replaced, reference) / float(reference.abs().max()), FLOAT32_REL)
 
 
 def test_instance_norm_gradient_does_not_depend_on_the_gradient_layout():

@@ -130,9 +130,12 @@ def test_prepared_generator_matches_the_reference_and_exports_plain(monkeypatch,
                 outputs[usable, fast] = prepared(semantics)
                 check_error(f"packed {usable}, fast {fast}", max_abs_diff(outputs[usable, fast], reference) / scale, rel)
             assert all(m._packed is not None for m in packed) == (usable and dtype == torch.float32)
-    if prepacked._usable:  # packing changes how oneDNN gets the weight, not the arithmetic
+    if prepacked._usable:
+        # Packing hands oneDNN the weight pre-arranged; at some thread counts it then runs
+        # another kernel (another summation order), so the two agree to float32 rounding, not bit
+        # for bit.
         for fast in (False, True):
-            assert torch.equal(outputs[True, fast], outputs[False, fast])
+            check_error(f"packed vs plain, fast {fast}", max_abs_diff(outputs[True, fast], outputs[False, fast]) / scale, rel)
     exported = inference_copy(prepared)
     assert not any(isinstance(m, PrepackedConv2d) for m in exported.modules())
 

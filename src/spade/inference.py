@@ -25,6 +25,7 @@ from .imageio import read_id_map, read_image, to_pil
 from .memory import keep_freed_memory, release_freed_memory
 from .models import Networks
 from .nn.encoder import reparameterize
+from .nn.fast_spade import share_gamma_beta_storage
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
 from .nn.prepacked import release_plain_weights, set_compute_dtype
 from .nn.spade import SPADE
@@ -162,6 +163,19 @@ class Layout:
         return Layout(labels, instances, tuple(s for layout in layouts for s in layout.sources))
 
 
+def keep_one_weight_copy(network: torch.nn.Module) -> torch.nn.Module:
+    """For a network that only runs float32 inference on the CPU, prepared by
+    ``prepare_for_inference``: its convolutions keep their packed weights only, not a plain copy
+    beside them; the SPADE label networks, whose weights the fast path reads as tables, keep
+    theirs plain, and the γ and β weights are views of the table they are multiplied as. In
+    place; returns the network."""
+    release_plain_weights(network, keep=(SPADE,))
+    for layer in network.modules():
+        if isinstance(layer, SPADE):
+            share_gamma_beta_storage(layer)
+    return network
+
+
 class Synthesizer:
     """``Synthesizer.from_checkpoint(path)(label_map, instance_map=None, style=None, seed=None)``."""
 
@@ -189,12 +203,9 @@ class Synthesizer:
         self.precision = precision
         self.networks = networks.to(self.device).eval()
         if fold and precision == "fp32" and self.device.type == "cpu":
-            # These networks only run inference here: their convolutions keep the packed weights
-            # only, not a plain copy beside them. The label networks stay plain: the fast SPADE
-            # path reads their weights as tables.
             for network in (self.networks.generator, self.networks.encoder):
                 if network is not None:
-                    release_plain_weights(network, keep=(SPADE,))
+                    keep_one_weight_copy(network)
         self.config = networks.config
         self.palette = palette_for_model(self.config)
         release_freed_memory()  # the copies that loading and folding left behind

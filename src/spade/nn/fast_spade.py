@@ -168,8 +168,8 @@ def _distinct_patterns(neighbour_rows, boundary_index, b_n, b_y, b_x, n, h, w, k
     """Distinct-pattern factoring of the boundary convolution.
 
     mlp_shared's activation at a pixel depends only on the 3×3 pattern of keys around it, so it
-    is computed once per distinct pattern u; then Y[u, o] = W_o · actv_u for each offset o, and a
-    boundary pixel's γ|β is the sum of 9 rows of Y (an embedding sum). Worth it when the
+    is computed once per distinct pattern u; then Y[o, u] = W_o · actv_u for each offset o (row
+    o·U + u), and a boundary pixel's γ|β is the sum of 9 rows of Y (an embedding sum). Worth it when the
     patterns are far fewer than the boundary pixels (3·U < B, measured); else returns Nones and
     the patches are gathered. Patterns get exact integer keys: each row of 3 keys packed, the
     distinct rows numbered, then the 3 row numbers packed.
@@ -215,14 +215,14 @@ def _distinct_patterns(neighbour_rows, boundary_index, b_n, b_y, b_x, n, h, w, k
     first = needed_index[first]
     pattern_of_pixel = torch.zeros(n * h * w, dtype=torch.long, device=device)  # read only where needed
     pattern_of_pixel[needed_index] = pattern_of_needed
-    # For each boundary pixel and offset: the row (pattern·9 + offset) of Y, or the zero row
-    # u·9 for a neighbour outside the image (the zero padding of the activations).
+    # For each boundary pixel and offset: the row (offset·U + pattern) of Y, or the zero row
+    # 9·U for a neighbour outside the image (the zero padding of the activations).
     bags = []
     for o, (dy, dx) in enumerate((dy, dx) for dy in range(3) for dx in range(3)):
         ny, nx = b_y + dy - 1, b_x + dx - 1
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
         neighbour = b_n * h * w + ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)
-        bags.append(torch.where(inside, pattern_of_pixel[neighbour] * 9 + o, torch.full_like(neighbour, u * 9)))
+        bags.append(torch.where(inside, pattern_of_pixel[neighbour] + o * u, torch.full_like(neighbour, u * 9)))
     bags = torch.stack(bags, dim=1)
     contexts, context_of_pixel = _distinct_rows(bags, 9 * u + 1)
     return first, contexts, context_of_pixel, representatives
@@ -259,37 +259,34 @@ def _shared_table(weight: torch.Tensor, num_classes: int, has_edges: bool) -> to
     return torch.cat([keyed, keyed.new_zeros(9, 1, hidden)], dim=1).reshape(9 * (2 * num_classes + 1), hidden)
 
 
-def _label_network(spade, num_classes: int, has_edges: bool, by_patterns: bool) -> tuple[torch.Tensor, ...]:
+def _label_network(spade, num_classes: int, has_edges: bool) -> tuple[torch.Tensor, ...]:
     """The label network's weights rearranged for the lookups: the mlp_shared table, Σ_o W_o,
-    the γ|β weight as (9·hidden) × 2C for gathered patches or as hidden × (9·2C) for the
-    pattern factoring (only the layout the level uses is made; the other is None), and their
+    the γ|β weight as (9·hidden) × 2C (offset-major: the block of offset o is W_o) and their
     bias. Kept while the weights do not change and no gradient is needed (inference); rebuilt
     each time in training, where only the table and the bias are made: the products with the
     γ|β weight rearrange it themselves (:class:`_GammaBetaProduct`)."""
     shared, gamma, beta = spade.mlp_shared[0], spade.mlp_gamma, spade.mlp_beta
     params = (shared.weight, shared.bias, gamma.weight, gamma.bias, beta.weight, beta.bias)
     grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    bias = torch.cat([gamma.bias, beta.bias], dim=0)
     if grad:
-        return (_shared_table(shared.weight, num_classes, has_edges), None, None, None,
-                torch.cat([gamma.bias, beta.bias], dim=0))
+        return _shared_table(shared.weight, num_classes, has_edges), None, None, bias
     key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     # Kept for inference only: in training the weights change at every step, and a table kept
     # from the discriminator step's no-grad forward would only add to the memory between steps.
     cacheable = not spade.training
     cached = spade.__dict__.get("_fast_spade_cache")
     if cacheable and cached is not None and cached[0] == key:
-        prepared = cached[1]
-    else:
-        spade.__dict__.pop("_fast_spade_cache", None)
-        prepared = [_shared_table(shared.weight, num_classes, has_edges),
-                    _gamma_beta_matrix(gamma.weight, beta.weight, "sum"),  # Σ_o W_o
-                    None, None, torch.cat([gamma.bias, beta.bias], dim=0)]
-        if cacheable:
-            spade.__dict__["_fast_spade_cache"] = (key, prepared)
-    slot = 3 if by_patterns else 2
-    if prepared[slot] is None:
-        prepared[slot] = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets" if by_patterns else "patches")
-    return tuple(prepared)
+        return cached[1]
+    spade.__dict__.pop("_fast_spade_cache", None)
+    matrix = _shared_gamma_beta_matrix(spade)
+    if matrix is None:
+        matrix = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets")
+    prepared = (_shared_table(shared.weight, num_classes, has_edges),
+                _gamma_beta_matrix(gamma.weight, beta.weight, "sum"), matrix, bias)
+    if cacheable:
+        spade.__dict__["_fast_spade_cache"] = (key, prepared)
+    return prepared
 
 
 def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
@@ -374,8 +371,7 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
     n, h, w = level.ids.shape
     hidden = shared.out_channels
     channels = spade.mlp_gamma.out_channels
-    table, weight_sum, flat_weight, offset_weight, bias = _label_network(spade, num_classes, level.edges is not None,
-                                                                         level.pattern_rep is not None)
+    table, weight_sum, matrix, bias = _label_network(spade, num_classes, level.edges is not None)
 
     norm = spade.param_free_norm
     fold = isinstance(norm, torch.nn.BatchNorm2d) and not norm.training and norm.running_mean is not None
@@ -405,8 +401,8 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
     # change dtype) take the branch that builds it from parts.
     extra_rows = None  # boundary rows kept apart from the class rows (the compiled kernel reads both)
     if not torch.is_grad_enabled() and not _autocast_on(x.device.type):
-        all_rows, extra_rows = _rows_in_place(level, table, shared.bias, class_actv, weight_sum, flat_weight,
-                                              offset_weight, bias, n, h, w, hidden, channels, rows_)
+        all_rows, extra_rows = _rows_in_place(level, table, shared.bias, class_actv, weight_sum, matrix, bias,
+                                              n, h, w, hidden, channels, rows_)
     else:
         weights = (spade.mlp_gamma.weight, spade.mlp_beta.weight)
         parts = [rows(gamma_beta_product(class_actv, None, *weights, bias, "sum", n, h, w))]
@@ -417,7 +413,7 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
         if level.pattern_rep is not None:
             actv = F.relu(F.embedding_bag(level.pattern_neighbours, table, mode="sum") + shared.bias)
             products = gamma_beta_product(actv, None, *weights, None, "offsets", n, h, w)
-            products = products.view(-1, 2 * channels)  # (U·9) × 2C: W_o · actv_u
+            products = products.view(-1, 2 * channels)  # (9·U) × 2C: W_o · actv_u
             products = torch.cat([products, products.new_zeros(1, 2 * channels)])
             parts.append(rows(F.embedding_bag(level.pattern_bag, products, mode="sum") + bias))
         elif level.boundary_index.numel():
@@ -473,14 +469,11 @@ def spread_rows(rows: torch.Tensor, pixel_row: torch.Tensor, n: int, h: int,
 
 def _gamma_beta_matrix(gamma_weight: torch.Tensor, beta_weight: torch.Tensor, layout: str) -> torch.Tensor:
     """The γ|β conv's weight (2C × hidden × 3 × 3, as one conv) as the matrix a product takes:
-    "sum": Σ_o W_o, hidden × 2C (a one-class window); "offsets": hidden × (9·2C), the columns
-    W_o of each offset o (distinct patterns); "patches": (9·hidden) × 2C, against gathered
-    3×3 patches, offset-major."""
+    "sum": Σ_o W_o, hidden × 2C (a one-class window); "offsets": (9·hidden) × 2C, offset-major,
+    the block of offset o being W_o (against gathered 3×3 patches, or per offset)."""
     weight = torch.cat([gamma_weight, beta_weight], dim=0)
     if layout == "sum":
         return weight.sum(dim=(2, 3)).t().contiguous()
-    if layout == "offsets":
-        return weight.permute(1, 2, 3, 0).reshape(weight.shape[1], -1).contiguous()
     return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]).contiguous()
 
 
@@ -490,27 +483,67 @@ def _gamma_beta_weight_grads(grad_matrix: torch.Tensor, layout: str, channels: i
     rearrangement; Σ_o spreads one gradient over the 9 offsets)."""
     if layout == "sum":
         grad = grad_matrix.t()[:, :, None, None].expand(2 * channels, hidden, 3, 3)
-    elif layout == "offsets":
-        grad = grad_matrix.view(hidden, 3, 3, 2 * channels).permute(3, 0, 1, 2)
     else:
         grad = grad_matrix.view(3, 3, hidden, 2 * channels).permute(3, 2, 0, 1)
     return grad[:channels].contiguous(), grad[channels:].contiguous()
 
 
+def share_gamma_beta_storage(spade) -> None:
+    """For inference: the γ and β conv weights become views of the offset-major matrix that the
+    fast path multiplies with, so that the model holds one copy of them, not two (the tables are
+    kept for as long as the weights do not change). They read as before: the same numbers, in
+    the state dict, in copies and on the reference path."""
+    gamma, beta = spade.mlp_gamma, spade.mlp_beta
+    with torch.no_grad():
+        matrix = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets")
+    channels, hidden = gamma.out_channels, gamma.in_channels
+    blocks = matrix.view(3, 3, hidden, 2 * channels)
+    gamma.weight = torch.nn.Parameter(blocks[..., :channels].permute(3, 2, 0, 1), gamma.weight.requires_grad)
+    beta.weight = torch.nn.Parameter(blocks[..., channels:].permute(3, 2, 0, 1), beta.weight.requires_grad)
+    spade.__dict__["_gamma_beta_offsets"] = matrix
+
+
+def _shared_gamma_beta_matrix(spade) -> torch.Tensor | None:
+    """The matrix that the γ and β weights are views of (:func:`share_gamma_beta_storage`), or
+    None where they are not (never shared, or replaced since: moved, cast, assigned)."""
+    matrix = spade.__dict__.get("_gamma_beta_offsets")
+    if matrix is None:
+        return None
+    gamma, beta = spade.mlp_gamma.weight, spade.mlp_beta.weight
+    channels, hidden = gamma.shape[0], gamma.shape[1]
+    strides = (1, 2 * channels, 3 * hidden * 2 * channels, hidden * 2 * channels)
+    storage = matrix.untyped_storage().data_ptr()
+    if all(w.untyped_storage().data_ptr() == storage and w.stride() == strides and w.dtype == matrix.dtype
+           and w.storage_offset() == matrix.storage_offset() + offset
+           for w, offset in ((gamma, 0), (beta, channels))):
+        return matrix
+    return None
+
+
+def _product(x: torch.Tensor, matrix: torch.Tensor, mode: str) -> torch.Tensor:
+    """"sum" and "patches": x @ matrix; "offsets": W_o · x_u for every offset o and row u of
+    x, as the rows o·U + u of a (9·U) × 2C matrix."""
+    if mode != "offsets":
+        return x @ matrix
+    return torch.bmm(x.expand(9, -1, -1), matrix.view(9, x.shape[1], -1)).view(-1, matrix.shape[1])
+
+
 class _GammaBetaProduct(torch.autograd.Function):
-    """``x @ matrix(W_γ|β) (+ bias)`` (see :func:`_gamma_beta_matrix`), where x is the label
-    network's activations, or with ``patch_index`` their 3×3 patches gathered at the boundary
-    pixels. What is kept for the backward pass is x and the weights themselves: the rearranged
-    weight matrix (as large as the weights, per SPADE layer) and the gathered patches (9·hidden
-    values per boundary pixel) are made again there instead."""
+    """The γ|β conv's products with the label network's activations x (N·H·W or U × hidden),
+    plus the bias when given, in one of three modes: "sum", x @ Σ_o W_o (one-class windows);
+    "offsets", W_o · x_u for each offset (distinct patterns); "patches", the 3×3 patches of x
+    gathered at the boundary pixels (``patch_index``) times the offset-major weight. What is
+    kept for the backward pass is x and the weights themselves: the rearranged weight matrix
+    (as large as the weights, per SPADE layer) and the gathered patches (9·hidden values per
+    boundary pixel) are made again there instead."""
 
     @staticmethod
-    def forward(ctx, x, patch_index, gamma_weight, beta_weight, bias, layout, n, h, w):
+    def forward(ctx, x, patch_index, gamma_weight, beta_weight, bias, mode, n, h, w):
         operand = x if patch_index is None else _patches(x, patch_index, n, h, w)
-        matrix = _gamma_beta_matrix(gamma_weight, beta_weight, layout)
-        out = operand @ matrix if bias is None else torch.addmm(bias, operand, matrix)
+        matrix = _gamma_beta_matrix(gamma_weight, beta_weight, "sum" if mode == "sum" else "offsets")
+        out = _product(operand, matrix, mode) if bias is None else torch.addmm(bias, operand, matrix)
         ctx.save_for_backward(x, patch_index, gamma_weight, beta_weight)
-        ctx.layout, ctx.shape = layout, (n, h, w)
+        ctx.mode, ctx.shape = mode, (n, h, w)
         ctx.dtypes = (x.dtype, gamma_weight.dtype, None if bias is None else bias.dtype, out.dtype)
         return out
 
@@ -519,28 +552,36 @@ class _GammaBetaProduct(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, patch_index, gamma_weight, beta_weight = ctx.saved_tensors
         n, h, w = ctx.shape
+        mode, hidden = ctx.mode, x.shape[1]
+        layout = "sum" if mode == "sum" else "offsets"
         x_dtype, weight_dtype, bias_dtype, compute = ctx.dtypes  # autocast computed in `compute`
         grad_out = grad_out.to(compute)
         grad_x = grad_gamma = grad_beta = grad_bias = None
         if ctx.needs_input_grad[0]:
-            matrix = _gamma_beta_matrix(gamma_weight, beta_weight, ctx.layout).to(compute)
-            grad_operand = grad_out @ matrix.t()
+            matrix = _gamma_beta_matrix(gamma_weight, beta_weight, layout).to(compute)
+            if mode == "offsets":  # Σ_o (gradient of the offset-o rows) · W_oᵀ
+                per_offset = grad_out.view(9, -1, grad_out.shape[1])
+                grad_operand = torch.bmm(per_offset, matrix.view(9, hidden, -1).transpose(1, 2)).sum(0)
+            else:
+                grad_operand = grad_out @ matrix.t()
             del matrix
             if patch_index is None:
                 grad_x = grad_operand.to(x_dtype)
             else:
-                hidden = x.shape[1]
                 grad_padded = grad_operand.new_zeros(n * (h + 2) * (w + 2), hidden)
                 grad_padded.index_add_(0, patch_index.reshape(-1), grad_operand.view(-1, hidden))
                 del grad_operand
                 grad_x = grad_padded.view(n, h + 2, w + 2, hidden)[:, 1:h + 1, 1:w + 1].reshape(-1, hidden)
                 grad_x = grad_x.to(x_dtype)
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            operand = x if patch_index is None else _patches(x, patch_index, n, h, w)
-            grad_matrix = operand.to(compute).t() @ grad_out
+            operand = (x if patch_index is None else _patches(x, patch_index, n, h, w)).to(compute)
+            if mode == "offsets":  # block o: xᵀ · (gradient of the offset-o rows)
+                grad_matrix = torch.matmul(operand.t(), grad_out.view(9, -1, grad_out.shape[1])).view(9 * hidden, -1)
+            else:
+                grad_matrix = operand.t() @ grad_out
             del operand
-            grad_gamma, grad_beta = _gamma_beta_weight_grads(grad_matrix.to(weight_dtype), ctx.layout,
-                                                             gamma_weight.shape[0], gamma_weight.shape[1])
+            grad_gamma, grad_beta = _gamma_beta_weight_grads(grad_matrix.to(weight_dtype), layout,
+                                                             gamma_weight.shape[0], hidden)
         if bias_dtype is not None and ctx.needs_input_grad[4]:
             grad_bias = grad_out.sum(0).to(bias_dtype)
         return grad_x, None, grad_gamma, grad_beta, grad_bias, None, None, None, None
@@ -555,20 +596,21 @@ def _patches(actv: torch.Tensor, patch_index: torch.Tensor, n: int, h: int, w: i
 
 
 def gamma_beta_product(x: torch.Tensor, patch_index: torch.Tensor | None, gamma_weight: torch.Tensor,
-                       beta_weight: torch.Tensor, bias: torch.Tensor | None, layout: str,
+                       beta_weight: torch.Tensor, bias: torch.Tensor | None, mode: str,
                        n: int, h: int, w: int) -> torch.Tensor:
-    """``x`` (or its patches at ``patch_index``: B × 9 rows of the padded activation map) times
-    the γ|β weight in ``layout`` (see :func:`_gamma_beta_matrix`), plus ``bias`` if given;
-    differentiable, keeping only x and the weights for the backward pass."""
+    """The γ|β conv's products with the activations ``x`` in ``mode`` (see
+    :class:`_GammaBetaProduct`; ``patch_index``: B × 9 rows of the padded activation map for
+    "patches"), plus ``bias`` if given; differentiable, keeping only x and the weights for the
+    backward pass."""
     tensors = (x, gamma_weight, beta_weight) + (() if bias is None else (bias,))
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _GammaBetaProduct.apply(x, patch_index, gamma_weight, beta_weight, bias, layout, n, h, w)
+        return _GammaBetaProduct.apply(x, patch_index, gamma_weight, beta_weight, bias, mode, n, h, w)
     operand = x if patch_index is None else _patches(x, patch_index, n, h, w)
-    matrix = _gamma_beta_matrix(gamma_weight, beta_weight, layout)
-    return operand @ matrix if bias is None else torch.addmm(bias, operand, matrix)
+    matrix = _gamma_beta_matrix(gamma_weight, beta_weight, "sum" if mode == "sum" else "offsets")
+    return _product(operand, matrix, mode) if bias is None else torch.addmm(bias, operand, matrix)
 
 
-def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weight, offset_weight, bias,
+def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, matrix, bias,
                    n: int, h: int, w: int, hidden: int, channels: int,
                    rows_) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The row tables of :func:`spade_modulate` for inference, the same products as the
@@ -582,7 +624,8 @@ def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weigh
         actv = F.relu(F.embedding_bag(level.pattern_neighbours, table, mode="sum") + shared_bias)
         patterns = actv.shape[0]
         products = torch.empty(patterns * 9 + 1, 2 * channels, dtype=dtype, device=actv.device)
-        torch.mm(actv, offset_weight, out=products[:-1].view(patterns, 9 * 2 * channels))  # W_o · actv_u
+        torch.bmm(actv.expand(9, -1, -1), matrix.view(9, hidden, 2 * channels),
+                  out=products[:-1].view(9, patterns, 2 * channels))  # W_o · actv_u, as _product
         products[-1].zero_()  # the empty slot of a pattern bag
         boundary_rows = F.embedding_bag(level.pattern_bag, products, mode="sum")
         boundary_rows += bias
@@ -594,7 +637,7 @@ def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, flat_weigh
     torch.addmm(bias, class_actv, weight_sum, out=all_rows[:classes])
     if boundary:
         actv = F.relu(F.embedding_bag(level.neighbour_index, table, mode="sum") + shared_bias)
-        torch.addmm(bias, _patches(actv, level.boundary_patch_index, n, h, w), flat_weight, out=all_rows[classes:])
+        torch.addmm(bias, _patches(actv, level.boundary_patch_index, n, h, w), matrix, out=all_rows[classes:])
     rows_(all_rows)
     return all_rows, None
 
