@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from spade.checkpoint import atomic_write
+from spade.atomic import atomic_write
 from spade.data import landscapes
 from spade.evaluation.segmentation import ConfusionMatrix, SegmentationScores
 from spade.evaluation.segmenters.landscape import (

@@ -7,7 +7,8 @@ import shutil
 import pytest
 import torch
 
-from spade.checkpoint import atomic_write, load_checkpoint, load_official, save_checkpoint, save_official
+from spade.atomic import atomic_write
+from spade.checkpoint import load_checkpoint, load_official, save_checkpoint, save_official
 from spade.config import (OFFICIAL_DEFAULTS, GeneratorConfig, ModelConfig, SemanticsConfig, model_config_from_options,
                           read_opt_txt, write_opt_txt)
 from spade.models import build_networks

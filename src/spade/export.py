@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .nn.prepacked import prepack_convolutions, unpack_convolutions
 
 
@@ -59,14 +59,12 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, example_semantics
         inputs += (example_z.cpu(),)
         names.append("z")
         shapes["z"] = {0: batch}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
-            torch.onnx.export(model, inputs, tmp_name, input_names=names, output_names=["image"],
+            torch.onnx.export(model, inputs, str(tmp), input_names=names, output_names=["image"],
                               dynamo=True, dynamic_shapes=shapes, external_data=False, verbose=False)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+
+    atomic_write(path, write, durable=False)
     return path

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import atomic_write
+
 _INTEGER_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}
 
 
@@ -90,11 +92,4 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> None:
     """Write a PNG via a temporary file and a rename: it appears complete or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), durable=False)

@@ -43,6 +43,7 @@ import numpy as np
 from numpy.random import PCG64, Generator, SeedSequence
 from PIL import Image
 
+from spade.atomic import atomic_write
 from spade.palettes import COCO_STUFF
 
 
@@ -981,14 +982,8 @@ def sample_name(index: int) -> str:
 
 
 def _save_atomic(image: Image.Image, path: Path, **options) -> None:
-    """Write via a temporary name in the same folder and a rename: the file is whole or absent.
-    The temporary name ends in .tmp so data set readers never list it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format="PNG", **options)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A PNG that is whole or absent (the data set is made again, not fsynced)."""
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", **options), durable=False)
 
 
 def sample_paths(root: Path, index: int) -> tuple[Path, Path, Path]:
@@ -1050,9 +1045,7 @@ def prepare_folder(root: str | os.PathLike, seed: int, count: int, size: tuple[i
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by an interrupted run
             stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(wanted, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(wanted, indent=2) + "\n"), durable=False)
 
 
 def _write_task(task: tuple[str, int, int, tuple[int, int]]) -> bool:

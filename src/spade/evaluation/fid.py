@@ -25,7 +25,6 @@ files, with ``mu`` and ``sigma``, load too).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from ..atomic import atomic_write
 
 ArrayLike = np.ndarray | torch.Tensor
 FeatureNetwork = Callable[[torch.Tensor], torch.Tensor]
@@ -288,16 +289,12 @@ def save_statistics(path: str | os.PathLike, statistics: FeatureStatistics) -> N
               "sigma": np.asarray(statistics.sigma, dtype=np.float64)}
     if statistics.count is not None:
         arrays["count"] = np.asarray(statistics.count, dtype=np.int64)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz"
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def load_statistics(path: str | os.PathLike) -> FeatureStatistics:

@@ -188,7 +188,7 @@ def pseudo_label(photos: str | os.PathLike, segmenter: Segmenter, out: str | os.
 
 def _write_manifest(out: Path, segmenter: Segmenter, weights: str | None, size: int | None, square: bool,
                     source: Path, files: Sequence[Path], names: Sequence[str], result: PseudoLabelResult) -> None:
-    from spade.checkpoint import atomic_write
+    from spade.atomic import atomic_write
 
     manifest = {"segmenter": segmenter.name, "weights": weights, "class_ids": list(segmenter.class_ids),
                 "size": size, "square": square, "source": str(source),

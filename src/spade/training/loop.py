@@ -34,7 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write, is_checkpoint_folder, load_checkpoint, save_checkpoint
+from ..atomic import atomic_write
+from ..checkpoint import is_checkpoint_folder, load_checkpoint, save_checkpoint
 from ..config import RunConfig, TrainConfig
 from ..data import build_dataset
 from ..losses import VGGPerceptualLoss

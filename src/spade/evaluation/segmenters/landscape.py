@@ -118,7 +118,7 @@ def save_landscape_segmenter(folder: str | os.PathLike, network: LandscapeSegNet
     """Write ``model.safetensors`` + ``config.json`` atomically (each file complete or absent)."""
     from safetensors.torch import save_file
 
-    from spade.checkpoint import atomic_write
+    from spade.atomic import atomic_write
 
     if len(class_ids) != network.config.num_classes or len(class_names) != len(class_ids):
         raise ValueError(f"{network.config.num_classes} outputs, {len(class_ids)} class ids, "
