@@ -2,7 +2,7 @@
 # Trains the bundled landscapes model (SPADE with the image encoder) and the pix2pixHD baseline
 # on the same procedural landscapes, one after the other for the same wall time each, then exports
 # both at the same step (the largest checkpointed step both reached) as float16 inference
-# checkpoints. (The CPU command that produced src/spade/weights/landscapes/ is in its README.)
+# checkpoints. (The CPU command that produced src/spade/weights/landscapes/ is in docs/results.md.)
 #
 #   bash scripts/train_landscape_models.sh WORK_DIR [MINUTES]     (MINUTES per model)
 #

@@ -1,5 +1,6 @@
-"""The example scripts behind the README's figures, run on tiny models: ``paper_figures.py`` writes
-Figs. 3, 1 and 9 in miniature, and its uniform-map figure shows what the paper's Fig. 3 shows."""
+"""The example scripts behind the figures of docs/results.md, run on tiny models:
+``paper_figures.py`` writes Figs. 3, 1 and 9 in miniature, and its uniform-map figure shows what
+the paper's Fig. 3 shows."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def test_paper_figures_writes_three_figures_and_a_page(figures):
         small = Image.open(compact / name)
         assert small.mode == "P" and small.size == image.size, name
         # the 256-colour copy is the same picture: measured 1-2.5 levels off on average on the
-        # README's figures, 3.8-4.5 on these noise-like tiny-model pictures
+        # figures of docs/results.md, 3.8-4.5 on these noise-like tiny-model pictures
         error = np.abs(np.asarray(small.convert("RGB"), np.float64) - np.asarray(image, np.float64)).mean()
         assert error < 8, (name, error)
 

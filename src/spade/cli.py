@@ -258,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device = torch.device("cpu") if args.gpu_ids is not None and args.gpu_ids.strip() == "-1" else None
     elif args.gpu_ids is not None and "," in args.gpu_ids:
         print(f"--gpu_ids {args.gpu_ids}: one process uses one GPU; for several, start with torchrun "
-              "(see the README)", file=sys.stderr)
+              "(see docs/training.md)", file=sys.stderr)
     try:
         result = train(run, resume=bool(args.continue_train), device=device, progress=not args.no_progress)
     except (TrainingDiverged, ValueError, FileNotFoundError, FileExistsError) as error:
