@@ -14,19 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FLOAT32_REL, U_BFLOAT16, check_error, max_abs_diff
 from PIL import Image
 
 from spade import bundled
 from spade.checkpoint import Checkpoint, save_inference_checkpoint
 from spade.cli import main
 from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.imageio import read_image, to_pil
-from spade.inference import Synthesizer, palette_for_model, read_label_map
+from spade.imageio import read_image, read_label_map, to_pil
+from spade.inference import Synthesizer, palette_for_model
 from spade.models import build_networks
 from spade.palettes import CITYSCAPES, COCO_STUFF, palette_for
 from spade.semantics import build_semantics
-
-from conftest import FLOAT32_REL, U_BFLOAT16, check_error, max_abs_diff
 
 SIZE = 64
 

@@ -1,8 +1,10 @@
-"""Reading label maps, instance maps and images from files, and writing images atomically.
+"""Images in and out: the one place files are opened, label maps turned into class ids, pictures
+mapped to and from [-1, 1], and PNGs written.
 
-Label and instance maps are integer maps (8-bit grayscale or palette PNGs, 16/32-bit PNGs); a
-colour (RGB) label map is refused with an error naming the file, since class ids cannot be read
-from colours without knowing the palette. Images are RGB, mapped to [-1, 1] as the networks expect.
+Label and instance maps hold one integer id per pixel (8-bit grayscale or palette-index PNGs,
+16/32-bit PNGs); a label map may instead hold a palette's colours (RGB), mapped back to ids exactly
+(:func:`ids_from_image`). Pictures are RGB, mapped to [-1, 1] as the networks expect them, and
+back to 8-bit levels by rounding.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ import torch
 from PIL import Image
 
 from .atomic import atomic_write
+from .palettes import Palette
 
-_INTEGER_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}
+ID_MODES = frozenset({"L", "P", "I", "I;16", "I;16B", "I;16L"})  # a palette ("P") image stores indices = ids
+COLOUR_MODES = frozenset({"RGB", "RGBA"})
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """The decoded image at ``path``; ``FileNotFoundError`` or ``ValueError`` naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
         image = Image.open(path)
         image.load()
-    except Exception as error:
+    except Exception as error:  # Pillow raises many types for unreadable files
         raise ValueError(f"{path}: cannot read it as an image ({error})") from error
     return image
 
@@ -68,26 +74,76 @@ def allow_pixels(limit: int) -> None:
 
 def read_id_map(path: str | os.PathLike, what: str = "label map") -> torch.Tensor:
     """An H×W int64 tensor of the ids stored in an integer image (label or instance map)."""
-    path = Path(path)
-    image = _open(path)
-    if image.mode not in _INTEGER_MODES:
+    image = open_image(path)
+    if image.mode not in ID_MODES:
         raise ValueError(f"{path}: a {what} must hold one integer id per pixel (grayscale, palette-index "
                          f"or 16/32-bit PNG), got an image of mode {image.mode!r}")
     return torch.from_numpy(np.array(image, dtype=np.int64))
 
 
+def ids_from_image(image: Image.Image, palette: Palette, source: str | None = None,
+                   has_dontcare: bool = True) -> np.ndarray:
+    """H×W int64 class ids from a label-map image: integer modes hold the ids themselves (a
+    palette-mode PNG its indices), RGB (or opaque RGBA) images the palette's colours. For a model
+    without a don't-care class (``has_dontcare=False``), black pixels of a colour map, which the
+    palette reads as don't-care, are an error."""
+    where = f"{source}: " if source else ""
+    if image.mode in ID_MODES:
+        return np.array(image, dtype=np.int64)
+    if image.mode not in COLOUR_MODES:
+        raise ValueError(f"{where}a label map must hold class ids (grayscale, palette-index or 16/32-bit "
+                         f"PNG) or the {palette.name} palette's colours (RGB PNG); got an image of mode "
+                         f"{image.mode!r}")
+    rgb = np.asarray(image)
+    if image.mode == "RGBA":
+        transparent = int((rgb[..., 3] != 255).sum())
+        if transparent:
+            raise ValueError(f"{where}a colour label map must be opaque; {transparent} pixels are transparent")
+        rgb = rgb[..., :3]
+    try:
+        ids = palette.ids_from_colors(rgb, source=source)
+    except ValueError as error:
+        dontcare = "; black is don't-care" if palette.dontcare_id is not None else ""
+        raise ValueError(f"{error}. Expected only the colours of the {palette.name} palette's "
+                         f"{len(palette)} classes (spade.palettes{dontcare}): draw label maps without "
+                         "anti-aliasing and save them as PNG, or store class ids in a grayscale "
+                         "PNG") from None
+    black = 0 if palette.dontcare_id is None else int((ids == palette.dontcare_id).sum())
+    if black and not has_dontcare:
+        raise ValueError(f"{where}{black} black (0, 0, 0) pixels: black is don't-care in the {palette.name} "
+                         "palette, and this model has no don't-care class; give those pixels a class colour")
+    return ids
+
+
+def read_label_map(path: str | os.PathLike, palette: Palette, has_dontcare: bool = True) -> torch.Tensor:
+    """H×W int64 class ids from a label-map file, class ids or ``palette`` colours (see
+    :func:`ids_from_image`). Errors name the file."""
+    return torch.from_numpy(ids_from_image(open_image(path), palette, str(path), has_dontcare))
+
+
+def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """An RGB picture (PIL image, or H×W×3 uint8 array) → 3×H×W float32 in [-1, 1]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """A 3×H×W float tensor in [-1, 1] from an image file."""
-    image = _open(Path(path)).convert("RGB")
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return image_to_tensor(open_image(path))
+
+
+def to_levels(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] (3×H×W or N×3×H×W) → 8-bit levels, channels last (H×W×3 or N×H×W×3):
+    rounded, as the official ``tensor2im`` does not (it truncates); rounding is the unbiased
+    choice."""
+    levels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return levels.movedim(-3, -1).numpy()
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """3×H×W in [-1, 1] → an 8-bit RGB PIL image (rounded, as the official ``tensor2im`` does not:
-    it truncates; rounding is the unbiased choice for display)."""
-    array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
+    """3×H×W in [-1, 1] → an 8-bit RGB PIL image (:func:`to_levels`)."""
+    return Image.fromarray(to_levels(image), mode="RGB")
 
 
 def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> None:

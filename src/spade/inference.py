@@ -3,7 +3,7 @@
 The command line, the web demo and evaluation all go through it. It holds a generator (and the
 image encoder where one exists) in eval mode and accepts label maps as files, arrays or tensors.
 A label-map file holds class ids (grayscale, palette-index or 16-bit PNG) or the colours of the
-model's palette (an RGB PNG, mapped back to ids exactly: :func:`read_label_map`).
+model's palette (an RGB PNG, mapped back to ids exactly: :func:`spade.imageio.read_label_map`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from . import bundled
 from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official
 from .config import ModelConfig, SemanticsConfig
 from .export import prepare_for_inference
-from .imageio import read_id_map, read_image, to_pil
+from .imageio import ids_from_image, open_image, read_id_map, read_image, to_pil
 from .memory import keep_freed_memory, release_freed_memory
 from .models import Networks
 from .nn.encoder import reparameterize
@@ -37,8 +37,6 @@ LabelInput = str | os.PathLike | np.ndarray | torch.Tensor | Image.Image
 StyleInput = str | os.PathLike | torch.Tensor | Image.Image
 Seeds = int | Sequence[int]
 
-_ID_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}  # a palette ("P") image stores indices = ids
-_COLOUR_MODES = {"RGB", "RGBA"}
 _DATASET_BY_CLASS_COUNT = {182: "coco", 150: "ade20k", 35: "cityscapes"}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # inference precision → the convolutions' dtype
 
@@ -53,51 +51,6 @@ def palette_for_model(config: ModelConfig | SemanticsConfig) -> Palette:
     (the official ``labelcolormap``)."""
     label_nc = getattr(config, "semantics", config).label_nc
     return palette_for(_DATASET_BY_CLASS_COUNT.get(label_nc, "custom"), label_nc)
-
-
-def ids_from_image(image: Image.Image, palette: Palette, source: str | None = None) -> np.ndarray:
-    """H×W int64 class ids from a label-map image: integer modes hold the ids themselves (a
-    palette-mode PNG its indices), RGB (or opaque RGBA) images the palette's colours."""
-    where = f"{source}: " if source else ""
-    if image.mode in _ID_MODES:
-        return np.array(image, dtype=np.int64)
-    if image.mode in _COLOUR_MODES:
-        rgb = np.asarray(image)
-        if image.mode == "RGBA":
-            transparent = int((rgb[..., 3] != 255).sum())
-            if transparent:
-                raise ValueError(f"{where}a colour label map must be opaque; {transparent} pixels are "
-                                 "transparent")
-            rgb = rgb[..., :3]
-        try:
-            return palette.ids_from_colors(rgb, source=source)
-        except ValueError as error:
-            dontcare = "; black is don't-care" if palette.dontcare_id is not None else ""
-            raise ValueError(f"{error}. Expected only the colours of the {palette.name} palette's "
-                             f"{len(palette)} classes (spade.palettes{dontcare}): draw label maps without "
-                             "anti-aliasing and save them as PNG, or store class ids in a grayscale "
-                             "PNG") from None
-    raise ValueError(f"{where}a label map must hold class ids (grayscale, palette-index or 16/32-bit "
-                     f"PNG) or the {palette.name} palette's colours (RGB PNG); got an image of mode "
-                     f"{image.mode!r}")
-
-
-def _open_label_image(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        image = Image.open(path)
-        image.load()
-    except Exception as error:  # PIL raises many types for unreadable files
-        raise ValueError(f"{path}: cannot read it as an image ({error})") from error
-    return image
-
-
-def read_label_map(path: str | os.PathLike, palette: Palette) -> torch.Tensor:
-    """H×W int64 class ids from a label-map file, class ids or ``palette`` colours (see
-    :func:`ids_from_image`). Errors name the file."""
-    path = Path(path)
-    return torch.from_numpy(ids_from_image(_open_label_image(path), palette, str(path)))
 
 
 def _batch_ids(t: torch.Tensor) -> torch.Tensor:
@@ -239,6 +192,10 @@ class Synthesizer:
         return round(g.crop_size / g.aspect_ratio), g.crop_size
 
     @property
+    def _has_dontcare(self) -> bool:
+        return self.config.semantics.contain_dontcare_label
+
+    @property
     def takes_style(self) -> bool:
         """Whether the generator starts from a style code z (random or from a style image)."""
         return self.config.generator.z_dim is not None
@@ -276,17 +233,10 @@ class Synthesizer:
         """Any accepted label input → (N×1×H×W int64 ids, source file or None)."""
         if isinstance(value, (str, os.PathLike)):
             path = Path(value)
-            image = _open_label_image(path)
-            labels = torch.from_numpy(ids_from_image(image, self.palette, str(path)))
-            dontcare = self.palette.dontcare_id
-            if (image.mode in _COLOUR_MODES and dontcare is not None
-                    and not self.config.semantics.contain_dontcare_label and bool((labels == dontcare).any())):
-                raise ValueError(f"{path}: {int((labels == dontcare).sum())} black (0, 0, 0) pixels: black is "
-                                 f"don't-care in the {self.palette.name} palette, and this model has no "
-                                 "don't-care class; give those pixels a class colour")
-            return labels[None, None], str(path)
+            ids = ids_from_image(open_image(path), self.palette, str(path), self._has_dontcare)
+            return torch.from_numpy(ids)[None, None], str(path)
         if isinstance(value, Image.Image):
-            return torch.from_numpy(ids_from_image(value, self.palette))[None, None], None
+            return torch.from_numpy(ids_from_image(value, self.palette, has_dontcare=self._has_dontcare))[None, None], None
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value.astype(np.int64))
         return _batch_ids(value.long()), None

@@ -37,9 +37,17 @@ import numpy as np
 import torch
 
 from ..data.landscapes import MANIFEST, LandscapeSample, generate_landscape
+from ..imageio import image_to_tensor, to_levels
 from .protocol import REAL
-from .style import (CHANNELS, MIN_FRACTION, StyleScores, class_colours, following_error, seed_variety,
-                    style_following)
+from .style import (
+    CHANNELS,
+    MIN_FRACTION,
+    StyleScores,
+    class_colours,
+    following_error,
+    seed_variety,
+    style_following,
+)
 
 # (N×1×H×W class ids, a 3×H×W reference in [-1, 1] or None for random styles, one seed per image)
 # → N×3×H×W images in [-1, 1]
@@ -89,19 +97,8 @@ class StyleBenchmark:
         return generate_landscape((self.reference_seed, j), self.size)
 
 
-def _image_tensor(image: np.ndarray) -> torch.Tensor:
-    """H×W×3 uint8 → 3×H×W in [-1, 1], as :func:`spade.imageio.read_image` reads a file."""
-    return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
 def _labels_tensor(labels: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(labels)).long()[:, None]
-
-
-def to_levels(images: torch.Tensor) -> np.ndarray:
-    """N×3×H×W images in [-1, 1] → N×H×W×3 uint8, rounded as they are saved
-    (:func:`spade.imageio.to_pil`), so the scores are those of the pictures a user gets."""
-    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -144,7 +141,7 @@ def run_style_benchmark(synthesize: Synthesize, benchmark: StyleBenchmark, batch
         for j in range(b.references):
             reference = b.reference(j)
             wanted = class_colours(reference.image, reference.label, b.min_fraction)
-            style = _image_tensor(reference.image)
+            style = image_to_tensor(reference.image)
             grid.append([])
             for start in range(0, b.maps, batch_size):
                 batch = range(start, min(start + batch_size, b.maps))

@@ -43,9 +43,18 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ..inference import Synthesizer, ids_from_image
+from ..imageio import ids_from_image, image_to_tensor
+from ..inference import Synthesizer
 from ..palettes import COCO_STUFF
 from ..seeds import SEED_LIMIT
+from .admission import (
+    DECODE_BYTES_PER_PIXEL,
+    DecodeGate,
+    GateFull,
+    Refusal,
+    Refused,
+    decode_upload,
+)
 from .catalog import (
     Preset,
     background_class,
@@ -55,13 +64,11 @@ from .catalog import (
     png_bytes,
     random_layout,
 )
-from .admission import DECODE_BYTES_PER_PIXEL, DecodeGate, GateFull, Refusal, Refused, decode_upload
 from .queue import Job, QueueFull, SynthesisQueue
 from .web import HostCheck, add_page_routes, allowed_host_names
 
 T = TypeVar("T")
 MiB = 1024 * 1024
-_COLOUR_MODES = {"RGB", "RGBA"}
 
 
 @dataclass(frozen=True)
@@ -204,15 +211,9 @@ class DemoState:
         upload's (height, width) before any resizing); :class:`Refused` (422) for what the model
         cannot take."""
         try:
-            ids = ids_from_image(image, self.palette, "label map")
+            ids = ids_from_image(image, self.palette, "label map", has_dontcare=self.dontcare)
         except ValueError as error:
             raise Refused(422, str(error)) from None
-        dontcare_id = self.palette.dontcare_id
-        if (image.mode in _COLOUR_MODES and dontcare_id is not None and not self.dontcare
-                and bool((ids == dontcare_id).any())):
-            raise Refused(422, f"the label map has {int((ids == dontcare_id).sum())} black (0, 0, 0) pixels: "
-                               f"black is don't-care in the {self.palette.name} palette and this model "
-                               "has no don't-care class; give those pixels a class colour")
         try:
             return self.synthesizer.layout(torch.from_numpy(ids), resize=resize).compact(), ids.shape
         except ValueError as error:
@@ -247,7 +248,7 @@ def _style_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     image = image.convert("RGB")
     if image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+    return image_to_tensor(image)
 
 
 def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, presets: Sequence[Preset] | None = None,

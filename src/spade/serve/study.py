@@ -28,6 +28,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from ..imageio import COLOUR_MODES, ID_MODES
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 VOTER_COOKIE = "spade_voter"
@@ -116,9 +118,6 @@ def match_items(dir_a: str | Path, dir_b: str | Path, labels: str | Path) -> lis
     return [Item(n, by_label[n], by_a[n], by_b[n]) for n in names]
 
 
-_ID_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}
-
-
 def _check_readable(path: Path, what: str, label: bool) -> None:
     """Decode ``path`` once, so that a file the study cannot show stops it at start-up."""
     from PIL import Image
@@ -130,7 +129,7 @@ def _check_readable(path: Path, what: str, label: bool) -> None:
     except Exception as error:  # noqa: BLE001 - Pillow raises many types for unreadable files
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: cannot read this {what} as an image ({reason})") from None
-    if label and mode not in _ID_MODES | {"RGB", "RGBA"}:
+    if label and mode not in ID_MODES | COLOUR_MODES:
         raise ValueError(f"{path}: a label map must hold class ids (grayscale, palette-index or 16-bit PNG) "
                          f"or colours (RGB), got an image of mode {mode!r}")
 
