@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spade.checkpoint import load_checkpoint, load_official
+from spade.checkpoint import latest_checkpoint, load_checkpoint, load_official
 from spade.cli import build_parser, main
 from spade.data import build_dataset
 from spade.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, RunConfig,
@@ -26,7 +26,7 @@ from spade.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, Loss
 from spade.options import run_config_from_args
 from spade.semantics import build_semantics, one_hot
 from spade.training import loop
-from spade.training.loop import TrainingDiverged, latest_checkpoint, learning_rates, train
+from spade.training.loop import TrainingDiverged, learning_rates, train
 
 from conftest import COCO_SAMPLES, check_error
 

@@ -243,6 +243,47 @@ def is_checkpoint_folder(folder: str | os.PathLike) -> bool:
     return (Path(folder) / "config.json").is_file() and (Path(folder) / _WEIGHT_FILES["generator"]).is_file()
 
 
+# A training run folder holds its checkpoints in CHECKPOINTS/, and CHECKPOINTS/LATEST names the newest.
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+def latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of a run's ``checkpoints/`` folder: the one ``latest``
+    names, else (a pointer lost or naming a folder that is gone) the highest step found."""
+    checkpoints_dir = Path(checkpoints_dir)
+    pointer = checkpoints_dir / LATEST
+    if pointer.is_file():
+        folder = checkpoints_dir / pointer.read_text().strip()
+        if is_checkpoint_folder(folder):
+            return folder
+    best, best_step = None, -1
+    for folder in checkpoints_dir.glob("[!.]*"):  # temporary folders start with a dot
+        if not is_checkpoint_folder(folder):
+            continue
+        try:
+            step = json.loads((folder / "config.json").read_text()).get("step", -1)
+        except (OSError, json.JSONDecodeError):
+            continue
+        if step > best_step:
+            best, best_step = folder, step
+    return best
+
+
+def resolve_checkpoint(path: str | os.PathLike, epoch: str = "latest") -> Path:
+    """The folder a checkpoint argument names, as every command reads it: one of our checkpoint
+    folders as it is, a training run folder → its newest checkpoint (:func:`latest_checkpoint`),
+    an official folder (``opt.txt``) as it is. ``FileNotFoundError`` naming the path otherwise."""
+    path = Path(path)
+    if is_checkpoint_folder(path) or (path / "opt.txt").is_file():
+        return path
+    newest = latest_checkpoint(path / CHECKPOINTS) if (path / CHECKPOINTS).is_dir() else None
+    if newest is not None:
+        return newest
+    raise FileNotFoundError(f"{path}: not a checkpoint folder (expected config.json + {_WEIGHT_FILES['generator']}, "
+                            f"a run folder with checkpoints/, or an official opt.txt + {epoch}_net_G.pth)")
+
+
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu",
                     with_training_state: bool = True) -> Checkpoint:
     """Rebuild the networks of one of our checkpoint folders from the folder alone."""

@@ -374,15 +374,14 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def load_any_checkpoint(path: str):
     """Our checkpoint folder, or a run folder (its newest checkpoint)."""
-    from .checkpoint import is_checkpoint_folder, load_checkpoint
-    from .training.loop import CHECKPOINTS, latest_checkpoint
+    from .checkpoint import is_checkpoint_folder, load_checkpoint, resolve_checkpoint
 
-    folder = Path(path)
+    try:
+        folder = resolve_checkpoint(path)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     if not is_checkpoint_folder(folder):
-        newest = latest_checkpoint(folder / CHECKPOINTS) if (folder / CHECKPOINTS).is_dir() else None
-        if newest is None:
-            raise SystemExit(f"{folder}: neither a checkpoint folder nor a run folder with checkpoints")
-        folder = newest
+        raise SystemExit(f"{folder}: neither a checkpoint folder nor a run folder with checkpoints")
     return load_checkpoint(folder, with_training_state=False)
 
 

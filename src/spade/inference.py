@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from . import bundled
-from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official
+from .checkpoint import is_checkpoint_folder, load_checkpoint, load_official, resolve_checkpoint
 from .config import ModelConfig, SemanticsConfig
 from .export import prepare_for_inference
 from .imageio import ids_from_image, open_image, read_id_map, read_image, to_pil
@@ -170,20 +170,14 @@ class Synthesizer:
         a training run folder (its newest checkpoint), or an official folder (``opt.txt`` +
         ``{epoch}_net_G.pth``). Without ``path``: the model bundled with the package
         (:mod:`spade.bundled`). ``precision``: see the constructor."""
-        path = bundled.require_bundled_model() if path is None else Path(path)
-        runs_newest = path / "checkpoints" / "latest"
-        if not is_checkpoint_folder(path) and runs_newest.is_file():
-            path = path / "checkpoints" / runs_newest.read_text().strip()
+        path = resolve_checkpoint(bundled.require_bundled_model() if path is None else path, epoch)
         if is_checkpoint_folder(path):
             checkpoint = load_checkpoint(path, with_training_state=False)
             networks = checkpoint.networks
             if use_ema and checkpoint.ema_generator is not None:
                 networks = Networks(networks.config, checkpoint.ema_generator, None, networks.encoder)
             return cls(networks, device, fold=True, precision=precision)
-        if (path / "opt.txt").is_file():
-            return cls(load_official(path, epoch=epoch).networks, device, fold=True, precision=precision)
-        raise FileNotFoundError(f"{path}: not a checkpoint folder (expected config.json + generator.safetensors, "
-                                f"a run folder with checkpoints/, or an official opt.txt + {epoch}_net_G.pth)")
+        return cls(load_official(path, epoch=epoch).networks, device, fold=True, precision=precision)
 
     @property
     def output_size(self) -> tuple[int, int]:

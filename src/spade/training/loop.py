@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..atomic import atomic_write
-from ..checkpoint import is_checkpoint_folder, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINTS, LATEST, latest_checkpoint, load_checkpoint, save_checkpoint
 from ..config import RunConfig, TrainConfig
 from ..data import build_dataset
 from ..losses import VGGPerceptualLoss
@@ -48,8 +48,6 @@ from .logging import RunLogger
 from .steps import StepNetworks, discriminator_losses, generator_losses
 from .warm_start import freeze_all_but_modulation, warm_start
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,26 +83,6 @@ def adam_betas(config: TrainConfig) -> tuple[float, float]:
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoint folders of a run
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete checkpoint: the one ``latest`` names, else the highest step found."""
-    pointer = checkpoints_dir / LATEST
-    if pointer.is_file():
-        folder = checkpoints_dir / pointer.read_text().strip()
-        if is_checkpoint_folder(folder):
-            return folder
-    best, best_step = None, -1
-    for folder in checkpoints_dir.glob("[!.]*"):  # temporary folders start with a dot
-        if not is_checkpoint_folder(folder):
-            continue
-        try:
-            step = json.loads((folder / "config.json").read_text()).get("step", -1)
-        except (OSError, json.JSONDecodeError):
-            continue
-        if step > best_step:
-            best, best_step = folder, step
-    return best
 
 
 def _prune(checkpoints_dir: Path, keep: int, protect: Path) -> None:

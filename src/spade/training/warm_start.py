@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoint import is_checkpoint_folder, load_checkpoint, load_official
+from ..checkpoint import is_checkpoint_folder, load_checkpoint, load_official, resolve_checkpoint
 from ..models import Networks
 
 _NORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
@@ -31,16 +31,14 @@ _IDENTITY_AT_START = ("z_modulation.",)
 def _source_networks(path: Path) -> tuple[Networks, nn.Module | None]:
     """(networks, EMA generator or None) of one of our checkpoint folders, a run folder (its
     newest checkpoint) or an official folder."""
-    newest = path / "checkpoints" / "latest"
-    if not is_checkpoint_folder(path) and newest.is_file():
-        path = path / "checkpoints" / newest.read_text().strip()
+    try:
+        path = resolve_checkpoint(path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"--init_from {error}") from None
     if is_checkpoint_folder(path):
         checkpoint = load_checkpoint(path, with_training_state=False)
         return checkpoint.networks, checkpoint.ema_generator
-    if (path / "opt.txt").is_file():
-        return load_official(path).networks, None
-    raise FileNotFoundError(f"--init_from {path}: not a checkpoint folder (expected config.json + "
-                            "generator.safetensors, a run folder with checkpoints/, or an official opt.txt)")
+    return load_official(path).networks, None
 
 
 def copy_weights(target: nn.Module, source: nn.Module, what: str) -> list[str]:
