@@ -44,7 +44,7 @@ def free_port() -> int:
 def start_server(args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "spade.cli", "serve", "--port", str(port), "--gpu_ids", args.gpu_ids,
-               "--max-batch", str(args.max_batch), "--max-waiting", str(args.max_waiting)]
+               "--max_batch", str(args.max_batch), "--max_waiting", str(args.max_waiting)]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -105,3 +105,19 @@ def test_gpu_ids_follow_the_official_meaning():
             device_from_gpu_ids("0")
     else:
         assert device_from_gpu_ids("0") == torch.device("cuda:0")
+
+
+def test_every_option_takes_both_spellings():
+    """The official underscore names, and the hyphenated spelling of every option (and the
+    reverse): users arrive with either."""
+    from spade.cli import accept_both_spellings, build_parser
+
+    parser = accept_both_spellings(build_parser())
+    serve = parser.parse_args(["serve", "--max-batch", "2", "--max_waiting", "3", "--max-upload-mb", "1.5"])
+    assert (serve.max_batch, serve.max_waiting, serve.max_upload_mb) == (2, 3, 1.5)
+    synth = parser.parse_args(["synthesize", "map.png", "--out", "o", "--batch-size", "5", "--gpu-ids", "-1"])
+    assert (synth.batch_size, synth.gpu_ids) == (5, "-1")
+    train = parser.parse_args(["train", "--name", "x", "--no-vgg-loss", "--label-nc", "7", "--dry_run"])
+    assert (train.no_vgg_loss, train.label_nc, train.dry_run) == (True, 7, True)
+    with pytest.raises(SystemExit):  # an unknown option stays an error in either spelling
+        parser.parse_args(["serve", "--max-batches", "2"])

@@ -514,8 +514,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
                     max_decoding=args.max_decoding, max_batch=args.max_batch, max_waiting=args.max_waiting)
     if min(limits.max_upload_bytes, limits.max_pixels, limits.max_decoding, limits.max_batch, limits.max_waiting) < 1:
-        raise SystemExit("spade serve: --max-upload-mb, --max-pixels, --max-decoding, --max-batch and "
-                         "--max-waiting must be positive")
+        raise SystemExit("spade serve: --max_upload_mb, --max_pixels, --max_decoding, --max_batch and "
+                         "--max_waiting must be positive")
     try:
         serve(args.checkpoint, host=args.host, port=args.port, device=device_from_gpu_ids(args.gpu_ids),
               limits=limits, extra_presets=args.preset or (), background=args.background,
@@ -705,12 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--preset", action="append", metavar="IMAGE", help="add a style preset (repeatable)")
     serve.add_argument("--background", default=None, help="class the canvas starts with and the eraser paints "
                        "(name or id; default: sky)")
-    serve.add_argument("--max-upload-mb", type=float, default=8.0, help="largest upload per file (default: 8)")
-    serve.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest uploaded image in pixels")
-    serve.add_argument("--max-decoding", type=int, default=2, help="uploads decoded at once; each may hold "
-                       "up to max-upload-mb + 64 bytes per pixel while it is decoded (default: 2)")
-    serve.add_argument("--max-batch", type=int, default=4, help="requests synthesized together (default: 4)")
-    serve.add_argument("--max-waiting", type=int, default=32, help="queued requests, and uploads waiting to be "
+    serve.add_argument("--max_upload_mb", type=float, default=8.0, help="largest upload per file (default: 8)")
+    serve.add_argument("--max_pixels", type=int, default=2048 * 2048, help="largest uploaded image in pixels")
+    serve.add_argument("--max_decoding", type=int, default=2, help="uploads decoded at once; each may hold "
+                       "up to max_upload_mb + 64 bytes per pixel while it is decoded (default: 2)")
+    serve.add_argument("--max_batch", type=int, default=4, help="requests synthesized together (default: 4)")
+    serve.add_argument("--max_waiting", type=int, default=32, help="queued requests, and uploads waiting to be "
                        "decoded, before 503 (default: 32)")
     serve.set_defaults(run=cmd_serve)
 
@@ -720,8 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--b", help="folder of method B's images")
     study.add_argument("--labels", help="folder of the label maps")
     study.add_argument("--db", default="votes.sqlite", help="SQLite file of the trials and votes (default: votes.sqlite)")
-    study.add_argument("--name-a", default=None, help="method A's name in the report (default: its folder's name)")
-    study.add_argument("--name-b", default=None, help="method B's name in the report")
+    study.add_argument("--name_a", default=None, help="method A's name in the report (default: its folder's name)")
+    study.add_argument("--name_b", default=None, help="method B's name in the report")
     study.add_argument("--palette", default="coco", help="palette for label maps stored as ids: coco, ade20k, "
                        "cityscapes (default: coco)")
     study.add_argument("--host", default="127.0.0.1")
@@ -734,8 +734,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every long option also answers to its other spelling, ``--max_batch`` to ``--max-batch``
+    and the reverse, in ``parser`` and its subcommands. The names shown are the official
+    underscore ones (users arrive with the official README's command lines); the other spelling is
+    accepted and not listed."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in {id(p): p for p in action.choices.values()}.values():
+                accept_both_spellings(command)
+            continue
+        for option in list(action.option_strings):
+            name = option[2:]
+            if not option.startswith("--") or ("_" in name) == ("-" in name):
+                continue
+            other = "--" + (name.replace("_", "-") if "_" in name else name.replace("-", "_"))
+            parser._option_string_actions.setdefault(other, action)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = accept_both_spellings(build_parser()).parse_args(argv)
     keep_freed_memory()
     return args.run(args)
 
