@@ -6,7 +6,7 @@ network can be trained without downloading a data set.
 
 A sample is made in two independent steps, each with its own random stream:
 
-1. **Layout** (:func:`generate_layout`): the label map, the instance map and a few per-pixel
+1. **Layout** (:func:`generate_layout`, a :class:`SceneLayout`): the label map, the instance map and a few per-pixel
    fields the renderer needs (depth for atmospheric perspective, object-local coordinates for
    shading, a per-object tint). Scenes are composed back to front like a painter: sky, clouds,
    mountain ranges (fractal ridgelines, snow caps above a snow line), hills, the ground (grass,
@@ -161,11 +161,11 @@ def fbm1d(rng: Generator, n: int, cells: float = 4, octaves: int = 6, gain: floa
 
 
 # ---------------------------------------------------------------------------------------------
-# Layout
+# SceneLayout
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class Layout:
+class SceneLayout:
     """What a scene holds, per pixel: the labels and the fields the renderer shades with."""
 
     label: np.ndarray     # H×W uint8 COCO-Stuff ids
@@ -220,8 +220,8 @@ class _Canvas:
         """0 at the horizon .. 1 at the bottom edge (how near a point on the ground is)."""
         return float(np.clip((y - self.horizon) / max(self.h - self.horizon, 1), 0, 1))
 
-    def finish(self, scene: dict) -> Layout:
-        return Layout(self.label, self.instance, self.depth, self.u, self.v, self.tint, self.kind,
+    def finish(self, scene: dict) -> SceneLayout:
+        return SceneLayout(self.label, self.instance, self.depth, self.u, self.v, self.tint, self.kind,
                       self.horizon, scene)
 
 
@@ -554,7 +554,7 @@ def _draw_one(c: _Canvas, rng: Generator, base: float, what: str, x: float, t: f
     return ident
 
 
-def generate_layout(seed: int | Sequence[int], size: int | tuple[int, int] = (256, 256)) -> Layout:
+def generate_layout(seed: int | Sequence[int], size: int | tuple[int, int] = (256, 256)) -> SceneLayout:
     """The layout of sample ``seed`` (an int or a tuple of ints, e.g. (data set seed, index)).
 
     ``size`` is (width, height) or one int for a square. Deterministic: the same seed and size
@@ -653,7 +653,7 @@ _FLOWER_COLORS = np.array([(0.95, 0.85, 0.2), (0.9, 0.2, 0.15), (0.95, 0.95, 0.9
 class _Fields:
     """Shared noise fields and per-pixel layout values, read at a selection of pixels."""
 
-    def __init__(self, layout: Layout, rng: Generator):
+    def __init__(self, layout: SceneLayout, rng: Generator):
         h, w = layout.label.shape
         self.h, self.w, self.horizon = h, w, layout.horizon
         scale = max(h, w) / 256  # noise features keep their size in pixels at any resolution
@@ -866,7 +866,7 @@ _SHADERS = {SKY: _shade_sky, CLOUDS: _shade_clouds, MOUNTAIN: _shade_mountain, S
             SAND: _shade_sand, DIRT: _shade_dirt}
 
 
-def _fog_over(image: np.ndarray, layout: Layout, f: _Fields, a: dict) -> None:
+def _fog_over(image: np.ndarray, layout: SceneLayout, f: _Fields, a: dict) -> None:
     """Fog: the scene behind shows through, washed toward a pale horizon colour."""
     fog = (layout.label == FOG).reshape(-1)
     if not fog.any():
@@ -880,7 +880,7 @@ def _fog_over(image: np.ndarray, layout: Layout, f: _Fields, a: dict) -> None:
     flat[:, index] = _mix(flat[:, index], color * (1 + 0.04 * f["mid"]), np.clip(opacity, 0, 1))
 
 
-def _grade(image: np.ndarray, layout: Layout, f: _Fields, a: dict) -> np.ndarray:
+def _grade(image: np.ndarray, layout: SceneLayout, f: _Fields, a: dict) -> np.ndarray:
     """Atmospheric perspective, sunlight colour, then a camera-like colour grade.
 
     Whole-image arithmetic with per-pixel weights (cheaper than boolean indexing of RGB rows)."""
@@ -907,7 +907,7 @@ _LAND = np.ones(256, np.float32)
 _LAND[[SKY, CLOUDS]] = 0
 
 
-def render_layout(layout: Layout, appearance: dict, seed: int | Sequence[int] = 0) -> np.ndarray:
+def render_layout(layout: SceneLayout, appearance: dict, seed: int | Sequence[int] = 0) -> np.ndarray:
     """The H×W×3 uint8 picture of ``layout`` under ``appearance``; ``seed`` sets the texture noise."""
     h, w = layout.label.shape
     f = _Fields(layout, _rng(seed, 2))
@@ -1083,7 +1083,7 @@ def write_dataset(root: str | os.PathLike, count: int, size: tuple[int, int] = (
 
 
 __all__ = [
-    "CLASS_IDS", "CLASS_NAMES", "Layout", "LandscapeSample", "MAX_TREES", "SCENE_KINDS", "fbm",
+    "CLASS_IDS", "CLASS_NAMES", "SceneLayout", "LandscapeSample", "MAX_TREES", "SCENE_KINDS", "fbm",
     "fbm1d", "generate_landscape", "generate_layout", "prepare_folder", "render_layout",
     "sample_appearance", "sample_paths", "write_dataset", "write_sample",
 ]
