@@ -170,7 +170,7 @@ def _distinct_patterns(neighbour_rows, boundary_index, b_n, b_y, b_x, n, h, w, k
     mlp_shared's activation at a pixel depends only on the 3×3 pattern of keys around it, so it
     is computed once per distinct pattern u; then Y[o, u] = W_o · actv_u for each offset o (row
     o·U + u), and a boundary pixel's γ|β is the sum of 9 rows of Y (an embedding sum). Worth it when the
-    patterns are far fewer than the boundary pixels (3·U < B, measured); else returns Nones and
+    patterns are far fewer than the boundary pixels (3·U < B, where it does less work); else returns Nones and
     the patches are gathered. Patterns get exact integer keys: each row of 3 keys packed, the
     distinct rows numbered, then the 3 row numbers packed.
 
