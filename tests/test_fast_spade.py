@@ -390,9 +390,9 @@ def test_inference_row_tables_written_in_place_equal_the_differentiable_ones(kin
     """Without autograd the row tables are written into one buffer: the same numbers, bit for bit
     (with the up blocks' paired modulation off: instance norm's statistics of x and of its
     upsampled copy round differently, see the next test)."""
-    import spade.nn.spade as spade_layers
+    import spade.nn.fast_spade as fast_path
 
-    monkeypatch.setattr(spade_layers, "spade_modulate_pair", lambda *a: None)
+    monkeypatch.setattr(fast_path, "spade_modulate_pair", lambda *a: None)
     labels, instances = _label_maps(kind, 7, 64)
     semantics = build_semantics(labels, 7, True, instances, True)
     g = _generator(semantics.shape[1], norm).eval()

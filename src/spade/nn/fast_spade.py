@@ -362,6 +362,35 @@ def spade_modulate_pair(first, second, x: torch.Tensor, maps: LabelMaps, upsampl
     return out[0], out[1]
 
 
+def resnet_block_fast(block, x: torch.Tensor, maps: LabelMaps, upsample: bool,
+                      negative_slope: float = 0.2) -> torch.Tensor:
+    """A :class:`~spade.nn.spade.SPADEResnetBlock` (Fig. 4) on the fast path: what its reference
+    forward computes, with each SPADE layer's γ and β from the label maps, the leaky ReLU after
+    norm_0 and norm_1 fused into their modulation, norm_s and norm_0 in one pass over x where the
+    compiled kernel runs (x then never upsampled), each modulated map freed as soon as its conv
+    has read it, and, without autograd, the sum written into conv_1's output."""
+    pair = None
+    if block.learned_shortcut:
+        pair = spade_modulate_pair(block.norm_s, block.norm_0, x, maps, upsample, None, negative_slope)
+    if pair is not None:
+        shortcut_in, main_in = pair
+        del pair
+        x_s = block.conv_s(shortcut_in)
+        del shortcut_in
+        dx = block.conv_0(main_in)
+        del main_in
+    else:
+        if upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        level = maps.at(x.shape[2:])
+        x_s = block.conv_s(spade_modulate(block.norm_s, x, level, maps.num_classes)) if block.learned_shortcut else x
+        dx = block.conv_0(spade_modulate(block.norm_0, x, level, maps.num_classes, negative_slope))
+    dx = block.conv_1(spade_modulate(block.norm_1, dx, maps.at(dx.shape[2:]), maps.num_classes, negative_slope))
+    if not torch.is_grad_enabled():
+        return dx.add_(x_s)  # conv_1's output is ours: no new buffer at full resolution
+    return x_s + dx
+
+
 def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
     """The per-pixel rows ``[s | t]`` of one SPADE layer: (rows, extra rows or None, whether
     eval BatchNorm's 1/σ is folded into s)."""

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from .fast_spade import LabelMaps, spade_modulate, spade_modulate_pair
+from .fast_spade import LabelMaps, resnet_block_fast, spade_modulate
 from .norm import ParamFreeKind, param_free_norm
+
+NEGATIVE_SLOPE = 0.2  # the leaky ReLU of the residual block (official: 2e-1)
 
 
 class SPADE(nn.Module):
@@ -38,21 +40,17 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
         self.mlp_beta = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelMaps,
-                negative_slope: float | None = None) -> torch.Tensor:
-        """``segmap``: the one-hot semantic map (reference path), or its :class:`LabelMaps`
-        (the exact fast path of :mod:`spade.nn.fast_spade`). ``negative_slope``: apply the
-        leaky ReLU that follows the layer in a residual block, so the fast path can fuse it."""
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelMaps) -> torch.Tensor:
+        """``segmap``: the one-hot semantic map, or its :class:`LabelMaps`, which select the
+        exact fast computation of :mod:`spade.nn.fast_spade`."""
         if isinstance(segmap, LabelMaps):
-            return spade_modulate(self, x, segmap.at(x.shape[2:]), segmap.num_classes, negative_slope)
+            return spade_modulate(self, x, segmap.at(x.shape[2:]), segmap.num_classes)
         normalized = self.param_free_norm(x)
-        # Nearest resizing of the one-hot map to this layer's resolution (official: 'nearest').
-        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
+        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")  # to this layer's resolution
         actv = self.mlp_shared(segmap)
         gamma = self.mlp_gamma(actv)
         beta = self.mlp_beta(actv)
-        out = normalized * (1 + gamma) + beta  # Eq. 1
-        return out if negative_slope is None else F.leaky_relu(out, negative_slope)
+        return normalized * (1 + gamma) + beta  # Eq. 1
 
 
 class SPADEResnetBlock(nn.Module):
@@ -86,25 +84,17 @@ class SPADEResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps, upsample: bool = False) -> torch.Tensor:
         """``upsample``: take x upsampled 2× (nearest) as the input, as the generator feeds its up
-        blocks; the fast path then never makes the upsampled map."""
-        pair = None
-        if self.learned_shortcut and isinstance(seg, LabelMaps):
-            # norm_s and norm_0 (the latter with its ReLU) in one pass over x.
-            pair = spade_modulate_pair(self.norm_s, self.norm_0, x, seg, upsample, None, 0.2)
-        if pair is not None:
-            shortcut_in, main_in = pair
-            del pair  # each modulated map is freed once its conv has read it
-            x_s = self.conv_s(shortcut_in)
-            del shortcut_in
-            dx = self.conv_0(main_in)
-            del main_in
-        else:
-            if upsample:
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
-            # The shortcut has no activation after norm_s (official code).
-            x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-            dx = self.conv_0(self.norm_0(x, seg, negative_slope=0.2))
-        dx = self.conv_1(self.norm_1(dx, seg, negative_slope=0.2))
-        if not torch.is_grad_enabled():
-            return dx.add_(x_s)  # conv_1's output is ours: no new buffer at full resolution
+        blocks (the fast path, selected by :class:`LabelMaps`, never makes the upsampled map)."""
+        if isinstance(seg, LabelMaps):
+            return resnet_block_fast(self, x, seg, upsample)
+        if upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x  # no activation (official)
+        dx = self.conv_0(actvn(self.norm_0(x, seg)))
+        dx = self.conv_1(actvn(self.norm_1(dx, seg)))
         return x_s + dx
+
+
+def actvn(x: torch.Tensor) -> torch.Tensor:
+    """The residual block's activation (the official ``actvn``)."""
+    return F.leaky_relu(x, NEGATIVE_SLOPE)
