@@ -256,12 +256,12 @@ def test_gamma_beta_weights_shared_with_the_tables():
         assert all(torch.equal(v, state[k]) for k, v in g.state_dict().items())
         assert torch.equal(g(semantics), before)
         for layer in layers:
-            matrix = layer._fast_spade_cache[1][2]
+            matrix = layer._fast_spade_cache[1].matrix
             assert matrix.data_ptr() == layer.mlp_gamma.weight.data_ptr()
         other = {k: v * 1.25 if "mlp_gamma.weight" in k or "mlp_beta.weight" in k else v for k, v in state.items()}
         g.load_state_dict(other)
         shared = g(semantics)
-        assert all(m._fast_spade_cache[1][2].data_ptr() == m.mlp_gamma.weight.data_ptr() for m in layers)
+        assert all(m._fast_spade_cache[1].matrix.data_ptr() == m.mlp_gamma.weight.data_ptr() for m in layers)
         fresh = _generator(semantics.shape[1], "spectralspadesyncbatch3x3")
         fresh.load_state_dict(other)
         assert torch.equal(shared, fresh.eval()(semantics))

@@ -24,6 +24,7 @@ layer's output from them. When the input is not exactly one-hot (and 0/1 edges),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -259,18 +260,36 @@ def _shared_table(weight: torch.Tensor, num_classes: int, has_edges: bool) -> to
     return torch.cat([keyed, keyed.new_zeros(9, 1, hidden)], dim=1).reshape(9 * (2 * num_classes + 1), hidden)
 
 
-def _label_network(spade, num_classes: int, has_edges: bool) -> tuple[torch.Tensor, ...]:
-    """The label network's weights rearranged for the lookups: the mlp_shared table, Σ_o W_o,
-    the γ|β weight as (9·hidden) × 2C (offset-major: the block of offset o is W_o) and their
-    bias. Kept while the weights do not change and no gradient is needed (inference); rebuilt
-    each time in training, where only the table and the bias are made: the products with the
-    γ|β weight rearrange it themselves (:class:`_GammaBetaProduct`)."""
+@dataclass(frozen=True)
+class LabelNetworkTables:
+    """One SPADE layer's label network rearranged for lookups (:func:`_label_network`)."""
+
+    table: torch.Tensor               # mlp_shared's weight by (offset, key): 9·(2K+1) × hidden (see _shared_table)
+    shared_bias: torch.Tensor         # mlp_shared's bias, hidden
+    weight_sum: torch.Tensor | None   # Σ_o W_o of the γ|β conv, hidden × 2C (inference only)
+    matrix: torch.Tensor | None       # the γ|β weight offset-major, (9·hidden) × 2C: block o is W_o (inference only)
+    bias: torch.Tensor                # the γ|β conv's bias, 2C
+
+    @property
+    def hidden(self) -> int:
+        return self.table.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.bias.shape[0] // 2
+
+
+def _label_network(spade, num_classes: int, has_edges: bool) -> LabelNetworkTables:
+    """The label network's weights rearranged for the lookups. Kept while the weights do not
+    change and no gradient is needed (inference); rebuilt each time in training, where only the
+    table and the bias are made: the products with the γ|β weight rearrange it themselves
+    (:class:`_GammaBetaProduct`)."""
     shared, gamma, beta = spade.mlp_shared[0], spade.mlp_gamma, spade.mlp_beta
     params = (shared.weight, shared.bias, gamma.weight, gamma.bias, beta.weight, beta.bias)
     grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
     bias = torch.cat([gamma.bias, beta.bias], dim=0)
     if grad:
-        return _shared_table(shared.weight, num_classes, has_edges), None, None, bias
+        return LabelNetworkTables(_shared_table(shared.weight, num_classes, has_edges), shared.bias, None, None, bias)
     key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     # Kept for inference only: in training the weights change at every step, and a table kept
     # from the discriminator step's no-grad forward would only add to the memory between steps.
@@ -282,8 +301,8 @@ def _label_network(spade, num_classes: int, has_edges: bool) -> tuple[torch.Tens
     matrix = _shared_gamma_beta_matrix(spade)
     if matrix is None:
         matrix = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets")
-    prepared = (_shared_table(shared.weight, num_classes, has_edges),
-                _gamma_beta_matrix(gamma.weight, beta.weight, "sum"), matrix, bias)
+    prepared = LabelNetworkTables(_shared_table(shared.weight, num_classes, has_edges), shared.bias,
+                                  _gamma_beta_matrix(gamma.weight, beta.weight, "sum"), matrix, bias)
     if cacheable:
         spade.__dict__["_fast_spade_cache"] = (key, prepared)
     return prepared
@@ -398,9 +417,9 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
     if shared.kernel_size != (3, 3) or spade.mlp_gamma.kernel_size != (3, 3):
         raise ValueError("the fast SPADE path handles 3×3 label-network kernels")
     n, h, w = level.ids.shape
-    hidden = shared.out_channels
     channels = spade.mlp_gamma.out_channels
-    table, weight_sum, matrix, bias = _label_network(spade, num_classes, level.edges is not None)
+    tables = _label_network(spade, num_classes, level.edges is not None)
+    table, bias = tables.table, tables.bias
 
     norm = spade.param_free_norm
     fold = isinstance(norm, torch.nn.BatchNorm2d) and not norm.training and norm.running_mean is not None
@@ -424,14 +443,13 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
 
     # Interiors: a per-class row. In a one-class window without edges the activation is the
     # same at all 9 taps, relu(Σ_o table[o, 2c] + b), so γ|β = (Σ_o W_o) · actv_c + b.
-    by_key = table.view(9, 2 * num_classes + 1, hidden)
+    by_key = table.view(9, 2 * num_classes + 1, tables.hidden)
     class_actv = F.relu(by_key[:, 0:2 * num_classes:2].sum(0) + shared.bias)
     # Inference writes the row table in place; autograd (training) and autocast (whose products
     # change dtype) take the branch that builds it from parts.
     extra_rows = None  # boundary rows kept apart from the class rows (the compiled kernel reads both)
     if not torch.is_grad_enabled() and not _autocast_on(x.device.type):
-        all_rows, extra_rows = _rows_in_place(level, table, shared.bias, class_actv, weight_sum, matrix, bias,
-                                              n, h, w, hidden, channels, rows_)
+        all_rows, extra_rows = _rows_in_place(level, tables, class_actv, rows_)
     else:
         weights = (spade.mlp_gamma.weight, spade.mlp_beta.weight)
         parts = [rows(gamma_beta_product(class_actv, None, *weights, bias, "sum", n, h, w))]
@@ -639,13 +657,18 @@ def gamma_beta_product(x: torch.Tensor, patch_index: torch.Tensor | None, gamma_
     return _product(operand, matrix, mode) if bias is None else torch.addmm(bias, operand, matrix)
 
 
-def _rows_in_place(level, table, shared_bias, class_actv, weight_sum, matrix, bias,
-                   n: int, h: int, w: int, hidden: int, channels: int,
-                   rows_) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _rows_in_place(level: Level, tables: LabelNetworkTables, class_actv: torch.Tensor,
+                   rows_: Callable[[torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The row tables of :func:`spade_modulate` for inference, the same products as the
     differentiable branch without its concatenations: with the pattern factoring, the K class
     rows and the B boundary rows as the embedding sum returns them (copying them behind the class
-    rows cost more than the sum); otherwise one (K + B) × 2C buffer written in place, and None."""
+    rows cost more than the sum); otherwise one (K + B) × 2C buffer written in place, and None.
+    ``class_actv``: mlp_shared's activation of each class's interior (K × hidden); ``rows_``
+    turns γ|β rows into ``[s | t]`` rows in place."""
+    n, h, w = level.ids.shape
+    table, shared_bias, weight_sum, matrix, bias = (tables.table, tables.shared_bias, tables.weight_sum,
+                                                    tables.matrix, tables.bias)
+    hidden, channels = tables.hidden, tables.channels
     classes = class_actv.shape[0]
     dtype = torch.result_type(class_actv, weight_sum)
     if level.pattern_rep is not None:
