@@ -5,7 +5,7 @@ Usage: python benchmarks/allocators.py [--forwards N] [--threads T]
 The fast path (as ``Synthesizer`` prepares it) on the Cityscapes 512×256 ``more`` generator
 (ngf 64), over a mixed sequence of inputs a server sees (one street, a batch of two, another
 street), in one process per allocator: glibc's default, glibc with freed memory kept
-(``spade.memory``, what ``spade`` commands and ``Synthesizer`` do), and jemalloc and tcmalloc
+(``spadegan.memory``, what ``spadegan`` commands and ``Synthesizer`` do), and jemalloc and tcmalloc
 through ``LD_PRELOAD`` where they are installed (Debian: ``libjemalloc2``,
 ``libtcmalloc-minimal4``). Prints, per allocator, the median forward time, the page faults per
 forward after the first three, and the peak and final RSS.
@@ -29,12 +29,12 @@ import torch
 sys.path.insert(0, {benchmarks!r})
 keep = {keep!r}
 if keep:
-    from spade.memory import keep_freed_memory, release_freed_memory
+    from spadegan.memory import keep_freed_memory, release_freed_memory
     keep_freed_memory()
 from generator_speed import procedural_street, randomize, street_scene
-from spade.export import prepare_for_inference
-from spade.nn.generator import SPADEGenerator
-from spade.semantics import build_semantics
+from spadegan.export import prepare_for_inference
+from spadegan.nn.generator import SPADEGenerator
+from spadegan.semantics import build_semantics
 torch.set_num_threads({threads})
 torch.manual_seed(0)
 maps = [build_semantics(labels, 35, False, instances, True)

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from spade.nn.discriminator import MultiscaleDiscriminator
-from spade.semantics import one_hot
+from spadegan.nn.discriminator import MultiscaleDiscriminator
+from spadegan.semantics import one_hot
 
 CONFIGS = {
     # name: (classes incl. don't-care, size, batch, ndf)

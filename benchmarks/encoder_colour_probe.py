@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spade.checkpoint import load_checkpoint
-from spade.config import EncoderConfig
-from spade.models import build_encoder
-from spade.nn.init import init_weights
+from spadegan.checkpoint import load_checkpoint
+from spadegan.config import EncoderConfig
+from spadegan.models import build_encoder
+from spadegan.nn.init import init_weights
 
 STATISTICS = [f"{what} {channel}" for what in ("mean", "std", "top", "bottom") for channel in "RGB"]
 
@@ -91,7 +91,7 @@ def trained_encoder(path: Path) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=Path, required=True, help="a folder of pictures (e.g. spade landscapes' train_img)")
+    parser.add_argument("--images", type=Path, required=True, help="a folder of pictures (e.g. spadegan landscapes' train_img)")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--checkpoint", type=Path, nargs="*", default=[])
     parser.add_argument("--random_norm", nargs="*", default=[])

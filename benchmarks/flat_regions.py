@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spade.inference import Synthesizer
+from spadegan.inference import Synthesizer
 
 SKY, SEA, SNOW, GRASS, CLOUDS = 156, 154, 158, 123, 105  # COCO-Stuff ids (sky-other, sea, snow, grass, clouds)
 LAYOUTS = {"sky over sea": SEA, "sky over snow": SNOW, "sky over grass": GRASS}

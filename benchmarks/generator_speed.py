@@ -12,8 +12,8 @@ fan-in scale and real BatchNorm statistics), each over a set of maps:
 - ADE20K 256×256 (150 + don't-care): region maps of 20, 40 and 80 regions.
 
 Each path runs in its own process, built from the same weights: the reference path as the
-official code runs it (PyTorch's default allocator), the fast path as ``spade`` commands and
-``Synthesizer`` run it (spectral norm folded, weights packed, freed memory kept: ``spade.memory``).
+official code runs it (PyTorch's default allocator), the fast path as ``spadegan`` commands and
+``Synthesizer`` run it (spectral norm folded, weights packed, freed memory kept: ``spadegan.memory``).
 The processes take turns, one forward at a time, so that a slower spell of this shared machine
 hits every path; the best of ``--repeats`` is kept per map. Per map: the time of each path
 (wall, and CPU time of its process, which a virtual machine's stolen time does not inflate),
@@ -43,14 +43,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from spade.config import DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig
-from spade.export import prepare_for_inference
-from spade.models import build_networks
-from spade.nn.generator import SPADEGenerator
-from spade.inference import keep_one_weight_copy
-from spade.nn.prepacked import set_compute_dtype
-from spade.semantics import build_semantics
-from spade.training.steps import StepNetworks, discriminator_losses, generator_losses
+from spadegan.config import DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig
+from spadegan.export import prepare_for_inference
+from spadegan.models import build_networks
+from spadegan.nn.generator import SPADEGenerator
+from spadegan.inference import keep_one_weight_copy
+from spadegan.nn.prepacked import set_compute_dtype
+from spadegan.semantics import build_semantics
+from spadegan.training.steps import StepNetworks, discriminator_losses, generator_losses
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_stuff_samples"
 
@@ -202,7 +202,7 @@ def path_worker(path: str, generator_kwargs: dict, weights: str, threads: int, c
     timed forward's (wall, cpu, system seconds, minor page faults); ("peak",) gives the peak RSS."""
     fast, keep, bf16 = PATHS[path]
     if keep:
-        from spade.memory import keep_freed_memory
+        from spadegan.memory import keep_freed_memory
         keep_freed_memory()
     torch.set_num_threads(threads)
     generator = SPADEGenerator(**generator_kwargs)
@@ -216,7 +216,7 @@ def path_worker(path: str, generator_kwargs: dict, weights: str, threads: int, c
             keep_one_weight_copy(generator)
     generator.fast_spade = fast
     if keep:
-        from spade.memory import release_freed_memory
+        from spadegan.memory import release_freed_memory
         release_freed_memory()  # as Synthesizer does after loading
     semantics = z = None
     with torch.no_grad():

@@ -1,5 +1,5 @@
 """Samples per second of the procedural landscapes: generation alone (one process), and the
-``spade landscapes`` command (generation + three PNG files per sample, all its workers).
+``spadegan landscapes`` command (generation + three PNG files per sample, all its workers).
 
 Usage: python benchmarks/landscapes_speed.py [--count N] [--size 256|WxH] [--workers K]
 
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from spade.cli import parse_size
-from spade.data.landscapes import generate_landscape
+from spadegan.cli import parse_size
+from spadegan.data.landscapes import generate_landscape
 
 
 def generation_rate(count: int, size: tuple[int, int]) -> tuple[float, float]:
@@ -39,10 +39,10 @@ def _children_cpu() -> float:
 
 
 def cli_rate(count: int, size_text: str, workers: int) -> tuple[float, float]:
-    """(samples/s, CPU seconds per sample) of the spade landscapes command, start-up included."""
+    """(samples/s, CPU seconds per sample) of the spadegan landscapes command, start-up included."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "landscapes"
-        command = [sys.executable, "-m", "spade.cli", "landscapes", "--out", str(out), "--count", str(count),
+        command = [sys.executable, "-m", "spadegan.cli", "landscapes", "--out", str(out), "--count", str(count),
                    "--size", size_text, "--seed", "0", "--workers", str(workers)]
         start, cpu = time.perf_counter(), _children_cpu()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -63,7 +63,7 @@ def main() -> None:
     rate, cpu = generation_rate(min(args.count, 200), size)
     print(f"generation, 1 process:           {rate:6.1f} samples/s, {cpu * 1000:5.1f} ms CPU/sample")
     rate, cpu = cli_rate(args.count, args.size, args.workers)
-    print(f"spade landscapes, {args.workers} worker(s): {rate:6.1f} samples/s, {cpu * 1000:5.1f} ms CPU/sample "
+    print(f"spadegan landscapes, {args.workers} worker(s): {rate:6.1f} samples/s, {cpu * 1000:5.1f} ms CPU/sample "
           f"(idle cores: {min(args.workers, os.cpu_count() or 1) / cpu:.0f} samples/s)")
 
 

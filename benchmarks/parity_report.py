@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from spade.checkpoint import load_official
-from spade.semantics import build_semantics
+from spadegan.checkpoint import load_official
+from spadegan.semantics import build_semantics
 
 
 def report(name: str, actual: torch.Tensor, expected: torch.Tensor) -> None:

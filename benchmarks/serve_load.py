@@ -3,7 +3,7 @@
     python benchmarks/serve_load.py --checkpoint FOLDER --clients 16 --seconds 20
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --pid PID --clients 16 --seconds 20
 
-Without ``--url`` it starts ``spade serve`` in a subprocess on a free port (and stops it after).
+Without ``--url`` it starts ``spadegan serve`` in a subprocess on a free port (and stops it after).
 Each client posts label maps (procedural landscapes for COCO-Stuff models, random blocks of the
 model's classes otherwise) with random seeds, one request after another. A probe asks for
 ``/api/status`` twice a second meanwhile: its latency shows whether the server keeps answering
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "spade.cli", "serve", "--port", str(port), "--gpu_ids", args.gpu_ids,
+    command = [sys.executable, "-m", "spadegan.cli", "serve", "--port", str(port), "--gpu_ids", args.gpu_ids,
                "--max_batch", str(args.max_batch), "--max_waiting", str(args.max_waiting)]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
@@ -71,7 +71,7 @@ def label_maps(model: dict, count: int) -> list[bytes]:
     maps = []
     for i in range(count):
         if model.get("random_layouts"):
-            from spade.data.landscapes import generate_layout
+            from spadegan.data.landscapes import generate_layout
 
             array = generate_layout(i, (width, height)).label
         else:

@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/train_speed.py [--steps N] [--configs coco cityscapes landscapes tiny] [--gpu_ids -1|0]
 
-Four configs, each trained by ``spade train`` for 1 + N iterations in a process of its own, once
-with the fast SPADE path as ``spade train`` runs it (freed memory kept, ``spade.memory``) and once
+Four configs, each trained by ``spadegan train`` for 1 + N iterations in a process of its own, once
+with the fast SPADE path as ``spadegan train`` runs it (freed memory kept, ``spadegan.memory``) and once
 with ``--reference_spade`` and PyTorch's default allocator, as the official code runs (and, to
 show what the allocator setting alone gives, the fast path with the default allocator too):
 - COCO-Stuff 256×256 with the encoder: the official defaults for ``--dataset_mode coco`` (ngf 64,
@@ -65,7 +65,7 @@ def run_one(flags: list[str]) -> None:
     """Child process: train, then print seconds per iteration and peak memory as JSON."""
     import torch
 
-    from spade.cli import main
+    from spadegan.cli import main
 
     main(["train", *flags])
     run_dir = Path(flags[flags.index("--checkpoints_dir") + 1]) / "bench"
@@ -97,7 +97,7 @@ def street_dataset(folder: Path, count: int = 4) -> list[str]:
 
 
 def landscapes_dataset(folder: Path, count: int = 4) -> list[str]:
-    subprocess.run([sys.executable, "-m", "spade.cli", "landscapes", "--out", str(folder), "--count", str(count),
+    subprocess.run([sys.executable, "-m", "spadegan.cli", "landscapes", "--out", str(folder), "--count", str(count),
                     "--size", "256", "--seed", "1", "--workers", "1"], check=True, capture_output=True)
     return ["--label_dir", str(folder / "train_label"), "--image_dir", str(folder / "train_img")]
 
@@ -114,7 +114,7 @@ def main() -> None:
         return
     import torch
 
-    from spade.nn.vgg import VGG19Features
+    from spadegan.nn.vgg import VGG19Features
 
     with tempfile.TemporaryDirectory() as tmp:
         vgg_path = Path(tmp) / "vgg19_random.pth"

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from spade.imageio import read_id_map, save_png_atomic, to_pil
-from spade.inference import Synthesizer
-from spade.palettes import COCO_STUFF
+from spadegan.imageio import read_id_map, save_png_atomic, to_pil
+from spadegan.inference import Synthesizer
+from spadegan.palettes import COCO_STUFF
 
 # Classes shown in the uniform-map figure (COCO-Stuff ids by name, as the landscapes use them).
 UNIFORM_CLASSES = ("sky-other", "sea", "grass", "tree", "mountain", "sand", "snow", "rock")

@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from spade.inference import Synthesizer
-    from spade.serve import create_app
+    from spadegan.inference import Synthesizer
+    from spadegan.serve import create_app
 
     chromium = args.chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:

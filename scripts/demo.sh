@@ -14,10 +14,10 @@ out=${SPADE_DEMO_OUT:-outputs/demo}
 checkpoint=()
 [ -n "${SPADE_DEMO_CHECKPOINT:-}" ] && checkpoint=(--checkpoint "$SPADE_DEMO_CHECKPOINT")
 gpu=${SPADE_GPU_IDS:--1}
-.venv/bin/spade landscapes --out "$out/scenes" --count 6 --size 256 --seed 2026
-.venv/bin/spade synthesize "$out/scenes/train_label" "${checkpoint[@]}" --samples 3 --seed 0 \
+.venv/bin/spadegan landscapes --out "$out/scenes" --count 6 --size 256 --seed 2026
+.venv/bin/spadegan synthesize "$out/scenes/train_label" "${checkpoint[@]}" --samples 3 --seed 0 \
   --out "$out/samples" --gpu_ids "$gpu"
-.venv/bin/spade synthesize "$out/scenes/train_label" "${checkpoint[@]}" \
+.venv/bin/spadegan synthesize "$out/scenes/train_label" "${checkpoint[@]}" \
   --style "$out/scenes/train_img/$(ls "$out/scenes/train_img" | head -n 1)" --seed 0 \
   --out "$out/styled" --gpu_ids "$gpu"
 echo "open $out/samples/index.html (three styles of each scene) and $out/styled/index.html (one reference style)"

@@ -10,20 +10,22 @@ cd "$(dirname "$0")/.."
 python=${SPADE_PYTHON:-python3}
 torch_spec=${SPADE_TORCH_SPEC:-torch==2.13.0}
 
-"$python" - <<'PY' || { echo "spade needs Python 3.11 or newer ($python is older)" >&2; exit 1; }
+"$python" - <<'PY' || { echo "spadegan needs Python 3.11 or newer ($python is older)" >&2; exit 1; }
 import sys
 sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PY
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
 stamp=.venv/.spade-setup-stamp
-want=$(cat pyproject.toml scripts/setup.sh src/spade/nn/csrc/*.cpp | .venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')-$torch_spec
+want=$(cat pyproject.toml scripts/setup.sh src/spadegan/nn/csrc/*.cpp | .venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')-$torch_spec
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setting up .venv ($torch_spec, then spade in editable mode)..."
+  echo "setting up .venv ($torch_spec, then spadegan in editable mode)..."
   # shellcheck disable=SC2086  # the spec may carry pip options
   .venv/bin/python -m pip install -q --disable-pip-version-check $torch_spec
+  # The distribution was called "spade" before; a .venv made then holds it under that name.
+  .venv/bin/python -m pip uninstall -q -y spade 2>/dev/null || true
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
   # The compiled kernel of the fast SPADE path (optional: without a compiler the PyTorch path runs).
-  .venv/bin/python -m spade.nn.kernels || true
+  .venv/bin/python -m spadegan.nn.kernels || true
   echo "$want" > "$stamp"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Short, comparable training runs of SPADE + image encoder on procedural landscapes, one per
 # recipe, each for the same wall time, then every run's EMA generator scored by the style
-# benchmark and the segmenter (`spade evaluate --style_metrics`): which training terms make the
+# benchmark and the segmenter (`spadegan evaluate --style_metrics`): which training terms make the
 # generator follow its style code.
 #
 #   bash scripts/style_recipes.sh WORK_DIR MINUTES [RECIPE...]
@@ -15,7 +15,7 @@
 # also trains the encoder, --lambda_latent 1 --latent_trains_encoder). Runs resume where they stopped
 # (--continue_train), so MINUTES may be given again to train further.
 #
-# Environment: SPADE (the command, default `spade`), SIZE (default 64), LOAD_SIZE (default
+# Environment: SPADE (the command, default `spadegan`), SIZE (default 64), LOAD_SIZE (default
 # SIZE·9/8), COUNT (training samples, default 3000), GPU_IDS (default -1), BATCH (default 2),
 # WORKERS (default 0), FROM (a checkpoint every run starts from, `--init_from`, instead of from
 # scratch: e.g. the bundled model with SIZE=256 LOAD_SIZE=286), FRESH (with FROM: the networks that
@@ -27,7 +27,7 @@ minutes=${2:?usage: style_recipes.sh WORK_DIR MINUTES [RECIPE...]}
 shift 2
 recipes=("$@")
 [ ${#recipes[@]} -gt 0 ] || recipes=(baseline latent latent_ms l1)
-spade=${SPADE:-spade}
+spade=${SPADE:-spadegan}
 size=${SIZE:-64}
 load_size=${LOAD_SIZE:-$((size * 9 / 8))}
 count=${COUNT:-3000}

@@ -2,7 +2,7 @@
 # Trains the bundled landscapes model (SPADE with the image encoder) and the pix2pixHD baseline
 # on the same procedural landscapes, one after the other for the same wall time each, then exports
 # both at the same step (the largest checkpointed step both reached) as float16 inference
-# checkpoints. (The CPU command that produced src/spade/weights/landscapes/ is in docs/results.md.)
+# checkpoints. (The CPU command that produced src/spadegan/weights/landscapes/ is in docs/results.md.)
 #
 #   bash scripts/train_landscape_models.sh WORK_DIR [MINUTES]     (MINUTES per model)
 #
@@ -10,7 +10,7 @@
 # and each then ran several times slower than alone (H100: 0.2 s/iteration alone; 0.3 and 1.6
 # s/iteration for two runs sharing it).
 #
-# Environment: SPADE (the command, default `spade`), COUNT (training samples, default 3000),
+# Environment: SPADE (the command, default `spadegan`), COUNT (training samples, default 3000),
 # DATA_SEED (default 1), GPU_IDS (default 0, -1 for the CPU), WORKERS (data-loading processes per
 # run, default 6), NDF (discriminator width, default 64), BATCH (default 16), SPADE_NORM;
 # EVERY (checkpoint interval in iterations, default 100); LAMBDA_L1 (default 0, off: the weight of
@@ -20,7 +20,7 @@
 set -euo pipefail
 work=${1:?usage: train_landscape_models.sh WORK_DIR [MINUTES]}
 minutes=${2:-7}
-spade=${SPADE:-spade}
+spade=${SPADE:-spadegan}
 count=${COUNT:-3000}
 data_seed=${DATA_SEED:-1}
 gpu=${GPU_IDS:-0}

@@ -1,10 +1,10 @@
-"""Train the landscape segmenter shipped in ``spade/weights/landscape_segmenter``.
+"""Train the landscape segmenter shipped in ``spadegan/weights/landscape_segmenter``.
 
-    python scripts/train_segmenter.py --out /tmp/segmenter_run --export src/spade/weights/landscape_segmenter
+    python scripts/train_segmenter.py --out /tmp/segmenter_run --export src/spadegan/weights/landscape_segmenter
 
 1. Data: ``--train-count`` procedural landscapes of seed ``--train-seed`` and ``--val-count`` of
    seed ``--val-seed`` (disjoint random streams: sample i is seed (S, i)), written once by
-   :func:`spade.data.landscapes.write_dataset` under ``OUT/data`` and held in memory as uint8.
+   :func:`spadegan.data.landscapes.write_dataset` under ``OUT/data`` and held in memory as uint8.
 2. Augmentation, per sample: a random crop of 35-100 % of the side, resized to ``--crop``
    (random scale) — half of the time placed around a pixel of a class drawn uniformly from the
    sample's classes, so that small classes are seen often —, horizontal flip, colour jitter (brightness, contrast, saturation, hue,
@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from spade.atomic import atomic_write
-from spade.data import landscapes
-from spade.evaluation.segmentation import ConfusionMatrix, SegmentationScores
-from spade.evaluation.segmenters.landscape import (
+from spadegan.atomic import atomic_write
+from spadegan.data import landscapes
+from spadegan.evaluation.segmentation import ConfusionMatrix, SegmentationScores
+from spadegan.evaluation.segmenters.landscape import (
     DEFAULT_PREPROCESSING,
     LandscapeNetConfig,
     LandscapeSegmenter,
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         training = {
             "command": command,
             "commands": [c for c in commands if c["to_step"] > c["from_step"]],   # those that trained
-            "data": {"generator": "spade.data.landscapes.write_dataset", "size": args.size,
+            "data": {"generator": "spadegan.data.landscapes.write_dataset", "size": args.size,
                      "train": {"seed": args.train_seed, "count": args.train_count},
                      "validation": {"seed": args.val_seed, "count": args.val_count}},
             "steps": args.steps, "batch": args.batch, "crop": args.crop, "optimizer": "AdamW",

@@ -163,8 +163,8 @@ def exact_official_output(name: str) -> torch.Tensor:
     on these random-weight fixtures, float32 rounding alone moves the image by ~1e-4 (the
     recording itself is 6e-5 from this result on ``cityscapes_like``), so two float32 evaluations
     can differ by up to twice that without either being wrong."""
-    from spade.checkpoint import load_official
-    from spade.semantics import build_semantics
+    from spadegan.checkpoint import load_official
+    from spadegan.semantics import build_semantics
 
     fx = official_fixture(name)
     networks = load_official(OFFICIAL / f"{name}_checkpoint").networks
@@ -196,8 +196,8 @@ def float64_user_path_error(name: str, device: str) -> float:
     """Max |Δ| between the official network's exact output and the user path (fast SPADE,
     spectral norm folded, channels-last) run on ``device`` with the networks in float64 before
     folding."""
-    from spade.checkpoint import load_official
-    from spade.inference import Synthesizer
+    from spadegan.checkpoint import load_official
+    from spadegan.inference import Synthesizer
 
     fx = official_fixture(name)
     folder = OFFICIAL / f"{name}_checkpoint"

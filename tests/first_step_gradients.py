@@ -1,4 +1,4 @@
-"""Run ``spade`` with its arguments and save the gradients each optimizer steps with first.
+"""Run ``spadegan`` with its arguments and save the gradients each optimizer steps with first.
 
 ``python first_step_gradients.py OUT_DIR train ...`` (under ``torch.distributed.run`` as well)
 writes ``OUT_DIR/rank{R}_optimizer{N}.pt``: the list of gradients of the N-th optimizer to take
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from spade.cli import main
+from spadegan.cli import main
 
 
 def record_first_steps(out_dir: Path) -> None:

@@ -7,12 +7,12 @@ import shutil
 import pytest
 import torch
 
-from spade.atomic import atomic_write
-from spade.checkpoint import load_checkpoint, load_official, save_checkpoint, save_official
-from spade.config import (OFFICIAL_DEFAULTS, GeneratorConfig, ModelConfig, SemanticsConfig, model_config_from_options,
+from spadegan.atomic import atomic_write
+from spadegan.checkpoint import load_checkpoint, load_official, save_checkpoint, save_official
+from spadegan.config import (OFFICIAL_DEFAULTS, GeneratorConfig, ModelConfig, SemanticsConfig, model_config_from_options,
                           read_opt_txt, write_opt_txt)
-from spade.models import build_networks
-from spade.semantics import build_semantics
+from spadegan.models import build_networks
+from spadegan.semantics import build_semantics
 
 from conftest import FIXTURE_NAMES, OFFICIAL, official_fixture, require_official
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spade.inference import Synthesizer
-from spade.semantics import build_semantics
-from spade.training.loop import train
+from spadegan.inference import Synthesizer
+from spadegan.semantics import build_semantics
+from spadegan.training.loop import train
 
 from conftest import FLOAT32_REL, FLOAT64_REL, OFFICIAL, check_error, float64_user_path_error
 from test_fast_spade import _generator, _label_maps, _run, assert_same_outputs_and_gradients

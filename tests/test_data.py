@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from spade.config import DataConfig
-from spade.data import (
+from spadegan.config import DataConfig
+from spadegan.data import (
     DatasetError,
     PairedDataset,
     TransformParams,

@@ -1,4 +1,4 @@
-"""`spade evaluate`: the paper's protocol on a tiny landscapes set, with a tiny model and
+"""`spadegan evaluate`: the paper's protocol on a tiny landscapes set, with a tiny model and
 segmenter of our own (the scores mean nothing; the bookkeeping is what is checked)."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ import math
 import pytest
 import torch
 
-from spade.checkpoint import save_checkpoint
-from spade.cli import main
-from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.data.landscapes import CLASS_IDS, CLASS_NAMES
-from spade.evaluation.inception import FIDInceptionV3
-from spade.evaluation.protocol import REAL, results_table
-from spade.evaluation.segmentation import ConfusionMatrix
-from spade.evaluation.segmenters.landscape import LandscapeNetConfig, LandscapeSegNet, save_landscape_segmenter
-from spade.imageio import read_id_map, read_image
-from spade.models import build_networks
+from spadegan.checkpoint import save_checkpoint
+from spadegan.cli import main
+from spadegan.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.data.landscapes import CLASS_IDS, CLASS_NAMES
+from spadegan.evaluation.inception import FIDInceptionV3
+from spadegan.evaluation.protocol import REAL, results_table
+from spadegan.evaluation.segmentation import ConfusionMatrix
+from spadegan.evaluation.segmenters.landscape import LandscapeNetConfig, LandscapeSegNet, save_landscape_segmenter
+from spadegan.imageio import read_id_map, read_image
+from spadegan.models import build_networks
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_evaluate_scores_real_images_and_a_model(setup, tmp_path, capsys):
     assert "| tiny SPADE |" in printed and f"| {REAL} |" in printed and "landscapes mIoU" in printed
 
     # The real row is the segmenter's score on the real photos, recomputed here by hand.
-    from spade.evaluation.segmenters import get_segmenter
+    from spadegan.evaluation.segmenters import get_segmenter
 
     segmenter = get_segmenter("landscapes", weights=setup / "segmenter", device="cpu")
     matrix = ConfusionMatrix(182, valid_classes=segmenter.class_ids)

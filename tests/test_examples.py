@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from spade.checkpoint import Checkpoint, save_inference_checkpoint
-from spade.cli import main as spade_main
-from spade.config import GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.inference import Synthesizer
-from spade.models import build_networks
+from spadegan.checkpoint import Checkpoint, save_inference_checkpoint
+from spadegan.cli import main as spade_main
+from spadegan.config import GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.inference import Synthesizer
+from spadegan.models import build_networks
 from conftest import check_error
 from test_synthesize import save_tiny_model
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from spade.checkpoint import save_official
-from spade.cli import main
-from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.export import export_onnx, inference_copy
-from spade.models import build_networks
-from spade.semantics import build_semantics
+from spadegan.checkpoint import save_official
+from spadegan.cli import main
+from spadegan.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.export import export_onnx, inference_copy
+from spadegan.models import build_networks
+from spadegan.semantics import build_semantics
 
 from conftest import FLOAT32_REL, FLOAT64_REL, check_error, max_abs_diff, well_conditioned_
 

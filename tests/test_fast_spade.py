@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spade.nn.fast_spade import label_maps_from_semantics
-from spade.nn.generator import SPADEGenerator
-from spade.semantics import build_semantics
+from spadegan.nn.fast_spade import label_maps_from_semantics
+from spadegan.nn.generator import SPADEGenerator
+from spadegan.semantics import build_semantics
 
 from conftest import FLOAT32_REL, FLOAT64_REL, check_error, max_abs_diff, well_conditioned_
 
@@ -238,8 +238,8 @@ def test_gamma_beta_weights_shared_with_the_tables():
     """For inference the γ and β weights become views of the fast path's weight matrix: one copy,
     the same numbers in the state dict, the same images bit for bit; a new state dict loaded into
     them updates the matrix with them, and a replaced weight is noticed."""
-    from spade.nn.fast_spade import share_gamma_beta_storage
-    from spade.nn.spade import SPADE
+    from spadegan.nn.fast_spade import share_gamma_beta_storage
+    from spadegan.nn.spade import SPADE
 
     classes = 7
     labels, instances = _label_maps("blocks", classes, 64)
@@ -277,7 +277,7 @@ def test_gamma_beta_weights_shared_with_the_tables():
 def test_instance_norm_gradient_does_not_depend_on_the_gradient_layout():
     """Guards a PyTorch CPU bug: F.instance_norm's input gradient is wrong for a batch of one
     when the incoming gradient is channels-last. Our InstanceNorm2d must not be affected."""
-    from spade.nn.norm import InstanceNorm2d
+    from spadegan.nn.norm import InstanceNorm2d
 
     torch.manual_seed(0)
     x = torch.randn(1, 8, 16, 16, requires_grad=True)
@@ -294,10 +294,10 @@ def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
     """The compiled modulation kernel (built by the set-up) and the PyTorch ops give the same
     images (eval BatchNorm, the official generator norm; instance norm returns NCHW and keeps the
     PyTorch ops); skipped where no kernel could be built."""
-    from spade.nn import kernels
+    from spadegan.nn import kernels
 
     if kernels.load() is None:
-        pytest.skip("the compiled SPADE kernel is not built (python -m spade.nn.kernels)")
+        pytest.skip("the compiled SPADE kernel is not built (python -m spadegan.nn.kernels)")
     classes = 7
     labels, instances = _label_maps("blocks", classes, 64)
     for norm in ("spectralspadesyncbatch3x3", "spectralspadebatch3x3"):
@@ -325,10 +325,10 @@ def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
 
 def test_compiled_kernel_fuses_the_leaky_relu_exactly():
     """The kernel's modulation + leaky ReLU equals PyTorch's ops on the same rows, bit for bit."""
-    from spade.nn import kernels
+    from spadegan.nn import kernels
 
     if kernels.load() is None:
-        pytest.skip("the compiled SPADE kernel is not built (python -m spade.nn.kernels)")
+        pytest.skip("the compiled SPADE kernel is not built (python -m spadegan.nn.kernels)")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 9, 7, generator=g).contiguous(memory_format=torch.channels_last)
     rows = torch.randn(5, 32, generator=g)
@@ -346,10 +346,10 @@ def test_compiled_pair_kernel_equals_upsampling_then_two_modulations(upsample):
     """Two modulations of one input in one pass, with the 2× nearest upsampling folded in: the
     same numbers as upsampling, then each modulation with PyTorch's ops, bit for bit; the second
     table's rows partly in a separate tensor, one layer with a mean and a ReLU, one without."""
-    from spade.nn import kernels
+    from spadegan.nn import kernels
 
     if kernels.load() is None:
-        pytest.skip("the compiled SPADE kernel is not built (python -m spade.nn.kernels)")
+        pytest.skip("the compiled SPADE kernel is not built (python -m spadegan.nn.kernels)")
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 16, 5, 7, generator=g).contiguous(memory_format=torch.channels_last)
     big = F.interpolate(x, scale_factor=2, mode="nearest") if upsample else x
@@ -372,7 +372,7 @@ def test_compiled_pair_kernel_equals_upsampling_then_two_modulations(upsample):
 def test_distinct_rows_equal_torch_unique():
     """The packed numbering of distinct 9-column rows equals torch.unique over rows (the same
     order), also where packing would overflow and torch.unique itself is used."""
-    from spade.nn.fast_spade import _distinct_rows
+    from spadegan.nn.fast_spade import _distinct_rows
 
     g = torch.Generator().manual_seed(0)
     for base in (4, 3 * 10 ** 6):
@@ -390,7 +390,7 @@ def test_inference_row_tables_written_in_place_equal_the_differentiable_ones(kin
     """Without autograd the row tables are written into one buffer: the same numbers, bit for bit
     (with the up blocks' paired modulation off: instance norm's statistics of x and of its
     upsampled copy round differently, see the next test)."""
-    import spade.nn.fast_spade as fast_path
+    import spadegan.nn.fast_spade as fast_path
 
     monkeypatch.setattr(fast_path, "spade_modulate_pair", lambda *a: None)
     labels, instances = _label_maps(kind, 7, 64)
@@ -409,10 +409,10 @@ def test_paired_upsampling_modulation_equals_the_reference(norm):
     """Inference with norm_s and norm_0 in one pass over the not-yet-upsampled x (the compiled
     kernel) equals the reference path: exactly the same arithmetic for eval BatchNorm, and for
     instance norm statistics taken over x instead of its 2× copy (rounding only)."""
-    from spade.nn import kernels
+    from spadegan.nn import kernels
 
     if kernels.load() is None:
-        pytest.skip("the compiled SPADE kernel is not built (python -m spade.nn.kernels)")
+        pytest.skip("the compiled SPADE kernel is not built (python -m spadegan.nn.kernels)")
     labels, instances = _label_maps("blocks", 7, 64)
     semantics = build_semantics(labels, 7, True, instances, True)
     g = _generator(semantics.shape[1], norm)
@@ -432,7 +432,7 @@ def test_interiors_follow_their_definition():
     """A pixel is interior when its 5×5 window lies inside the image and holds one class and no
     instance edge: the equal-neighbour runs give exactly the pixels that 5×5 max/min pooling of
     the class ids and edges, with the border excluded, gives."""
-    from spade.nn.fast_spade import _uniform_5x5
+    from spadegan.nn.fast_spade import _uniform_5x5
 
     g = torch.Generator().manual_seed(0)
     for size, classes in ((3, 2), (9, 2), (23, 3), (40, 5)):

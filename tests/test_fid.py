@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spade.evaluation import inception as inc
-from spade.evaluation.fid import (
+from spadegan.evaluation import inception as inc
+from spadegan.evaluation.fid import (
     FeatureStatistics,
     FIDAccumulator,
     compute_fid,
@@ -29,7 +29,7 @@ from spade.evaluation.fid import (
     save_statistics,
     trace_sqrt_product,
 )
-from spade.evaluation.inception import (
+from spadegan.evaluation.inception import (
     FID_WEIGHTS_ENV,
     FID_WEIGHTS_FILENAMES,
     FIDInceptionV3,
@@ -402,7 +402,7 @@ def test_features_and_statistics_on_cuda(network: FIDInceptionV3) -> None:
 def test_library_code_does_not_need_scipy() -> None:
     code = ("import sys; sys.modules['scipy'] = None\n"   # any `import scipy` now fails
             "import numpy as np\n"
-            "from spade.evaluation import fid, inception\n"
+            "from spadegan.evaluation import fid, inception\n"
             "print(fid.frechet_distance(np.zeros(3), np.eye(3), np.ones(3), np.eye(3)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""Synthesizer and ``spade synthesize``: the path a user takes from PNG files to PNG files."""
+"""Synthesizer and ``spadegan synthesize``: the path a user takes from PNG files to PNG files."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from spade.checkpoint import save_official
-from spade.cli import device_from_gpu_ids, main
-from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.imageio import to_pil
-from spade.inference import Synthesizer
-from spade.models import build_networks
+from spadegan.checkpoint import save_official
+from spadegan.cli import device_from_gpu_ids, main
+from spadegan.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.imageio import to_pil
+from spadegan.inference import Synthesizer
+from spadegan.models import build_networks
 
 from conftest import OFFICIAL, official_fixture, require_official
 
@@ -110,7 +110,7 @@ def test_gpu_ids_follow_the_official_meaning():
 def test_every_option_takes_both_spellings():
     """The official underscore names, and the hyphenated spelling of every option (and the
     reverse): users arrive with either."""
-    from spade.cli import accept_both_spellings, build_parser
+    from spadegan.cli import accept_both_spellings, build_parser
 
     parser = accept_both_spellings(build_parser())
     serve = parser.parse_args(["serve", "--max-batch", "2", "--max_waiting", "3", "--max-upload-mb", "1.5"])

@@ -1,4 +1,4 @@
-"""Tests for spade.data.landscapes: determinism, label conventions, textures, the data set writer."""
+"""Tests for spadegan.data.landscapes: determinism, label conventions, textures, the data set writer."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from spade.cli import main as cli_main
-from spade.config import DataConfig
-from spade.data.datasets import build_dataset
-from spade.data.landscapes import (CLASS_IDS, CLASS_NAMES, FOG, GRASS, MAX_TREES, SEA, TREE,
+from spadegan.cli import main as cli_main
+from spadegan.config import DataConfig
+from spadegan.data.datasets import build_dataset
+from spadegan.data.landscapes import (CLASS_IDS, CLASS_NAMES, FOG, GRASS, MAX_TREES, SEA, TREE,
                                    generate_landscape, generate_layout, write_dataset)
-from spade.palettes import COCO_STUFF
+from spadegan.palettes import COCO_STUFF
 
 SIZE = (64, 64)
 

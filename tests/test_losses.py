@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from spade.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, gan_loss, region_colour_loss,
+from spadegan.losses import (GAN_MODES, VGGPerceptualLoss, feature_matching_loss, gan_loss, region_colour_loss,
                           thumbnail_l1_loss,
                           kl_divergence)
-from spade.nn.vgg import (VGG_WEIGHTS_ENV, VGG19Features, VGGWeightsMissingError, load_vgg19,
+from spadegan.nn.vgg import (VGG_WEIGHTS_ENV, VGG19Features, VGGWeightsMissingError, load_vgg19,
                           resolve_vgg19_path)
 
 from conftest import FLOAT32_REL, check_error, float32_rounding_bound, max_abs_diff, rounding_scale

@@ -1,4 +1,4 @@
-"""spade.memory: with freed memory kept, a buffer made again is not faulted in again."""
+"""spadegan.memory: with freed memory kept, a buffer made again is not faulted in again."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ PAGES = BUFFER_BYTES // resource.getpagesize()
 
 CHILD = """
 import resource, sys, torch
-from spade.memory import keep_freed_memory
+from spadegan.memory import keep_freed_memory
 applied = keep_freed_memory()
 
 def make():  # every page written, as a forward writes its activations
@@ -73,8 +73,8 @@ def test_the_users_allocator_settings_are_left_alone():
 
 def test_spade_commands_keep_freed_memory(tmp_path):
     missing = tmp_path / "missing.png"
-    script = ("import spade.memory as m\n"
-              "from spade.cli import main\n"
+    script = ("import spadegan.memory as m\n"
+              "from spadegan.cli import main\n"
               f"try:\n    main(['synthesize', {str(missing)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
               "except (SystemExit, Exception):\n    pass\n"
               "print(m._applied)\n")

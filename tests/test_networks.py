@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from spade.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.models import build_networks
-from spade.nn.discriminator import MultiscaleDiscriminator
-from spade.nn.encoder import ConvEncoder, reparameterize
-from spade.nn.generator import Pix2PixHDGenerator, SPADEGenerator, latent_size
-from spade.nn.norm import NormSpec, add_norm, convert_sync_batchnorm, parse_norm_spec
-from spade.semantics import one_hot
+from spadegan.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.models import build_networks
+from spadegan.nn.discriminator import MultiscaleDiscriminator
+from spadegan.nn.encoder import ConvEncoder, reparameterize
+from spadegan.nn.generator import Pix2PixHDGenerator, SPADEGenerator, latent_size
+from spadegan.nn.norm import NormSpec, add_norm, convert_sync_batchnorm, parse_norm_spec
+from spadegan.semantics import one_hot
 
 from conftest import FLOAT64_REL, U_FLOAT64, check_error, max_abs_diff
 
@@ -285,7 +285,7 @@ def test_bilinear_upsampling_is_one_function_on_both_paths(train):
 
 
 def test_upsample_mode_is_checked_and_travels_in_opt_txt(tmp_path):
-    from spade.config import model_config_from_options, options_from_model_config
+    from spadegan.config import model_config_from_options, options_from_model_config
 
     with pytest.raises(ValueError, match="upsample 'bicubic'"):
         SPADEGenerator(5, ngf=2, crop_size=32, norm="spadeinstance3x3", spade_hidden=8, upsample="bicubic")

@@ -14,9 +14,9 @@ import copy
 import pytest
 import torch
 
-from spade.checkpoint import load_official
-from spade.inference import Synthesizer
-from spade.semantics import build_semantics
+from spadegan.checkpoint import load_official
+from spadegan.inference import Synthesizer
+from spadegan.semantics import build_semantics
 
 from conftest import (FIXTURE_NAMES, FLOAT64_REL, OFFICIAL, assert_close_to_reference, check_error,
                       exact_official_output, float32_rounding_bound, float64_user_path_error, rounding_scale,

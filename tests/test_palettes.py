@@ -1,4 +1,4 @@
-"""Tests for spade.palettes: class names, official colours, and ids ↔ colours conversions."""
+"""Tests for spadegan.palettes: class names, official colours, and ids ↔ colours conversions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spade.palettes import (ADE20K, CITYSCAPES, COCO_STUFF, Palette, colorize_label_tensor,
+from spadegan.palettes import (ADE20K, CITYSCAPES, COCO_STUFF, Palette, colorize_label_tensor,
                             labelcolormap, palette_for)
 
 PALETTES = [CITYSCAPES, ADE20K, COCO_STUFF]

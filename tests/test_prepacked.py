@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spade.config import GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.export import inference_copy, prepare_for_inference
-from spade.models import build_networks
-from spade.nn import prepacked
-from spade.nn.prepacked import (PackedOnlyConv2d, PrepackedConv2d, prepack_convolutions, release_plain_weights,
+from spadegan.config import GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.export import inference_copy, prepare_for_inference
+from spadegan.models import build_networks
+from spadegan.nn import prepacked
+from spadegan.nn.prepacked import (PackedOnlyConv2d, PrepackedConv2d, prepack_convolutions, release_plain_weights,
                                 unpack_convolutions)
-from spade.nn.spade import SPADE
-from spade.semantics import build_semantics
+from spadegan.nn.spade import SPADE
+from spadegan.semantics import build_semantics
 
 from conftest import FLOAT32_REL, FLOAT64_REL, U_BFLOAT16, check_error, max_abs_diff, well_conditioned_
 

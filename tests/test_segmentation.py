@@ -12,24 +12,24 @@ import pytest
 import torch
 from PIL import Image
 
-from spade.config import DataConfig
-from spade.data import build_dataset
-from spade.evaluation.segmentation import ConfusionMatrix, evaluate_segmenter, segmentation_scores
-from spade.evaluation.segmenters import (
+from spadegan.config import DataConfig
+from spadegan.data import build_dataset
+from spadegan.evaluation.segmentation import ConfusionMatrix, evaluate_segmenter, segmentation_scores
+from spadegan.evaluation.segmenters import (
     get_segmenter,
     list_segmenters,
     register_segmenter,
     unregister_segmenter,
 )
-from spade.evaluation.segmenters.deeplab import DeepLabV2, DeepLabV2Config
-from spade.evaluation.segmenters.drn import CITYSCAPES_TRAIN_TO_LABEL_ID, DRNConfig, DRNSeg
-from spade.evaluation.segmenters.landscape import (
+from spadegan.evaluation.segmenters.deeplab import DeepLabV2, DeepLabV2Config
+from spadegan.evaluation.segmenters.drn import CITYSCAPES_TRAIN_TO_LABEL_ID, DRNConfig, DRNSeg
+from spadegan.evaluation.segmenters.landscape import (
     LandscapeNetConfig,
     LandscapeSegNet,
     packaged_weights_folder,
     save_landscape_segmenter,
 )
-from spade.evaluation.segmenters.upernet import UperNet, UperNetConfig
+from spadegan.evaluation.segmenters.upernet import UperNet, UperNetConfig
 
 # ---------------------------------------------------------------------------------------------
 # Metrics, by hand
@@ -205,7 +205,7 @@ def test_bundled_landscape_segmenter():
     folder = packaged_weights_folder()
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"no trained landscape segmenter in {folder} yet (scripts/train_segmenter.py --export)")
-    from spade.data.landscapes import CLASS_IDS, generate_landscape
+    from spadegan.data.landscapes import CLASS_IDS, generate_landscape
 
     segmenter = get_segmenter("landscapes", device="cpu")     # from package data
     config = json.loads((folder / "config.json").read_text())
@@ -358,7 +358,7 @@ def test_upernet_adapter_round_trip(tmp_path: Path):
 # ---------------------------------------------------------------------------------------------
 
 def test_pseudo_label_cli_writes_a_custom_dataset(tmp_path: Path, capsys):
-    from spade.cli import main
+    from spadegan.cli import main
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -403,7 +403,7 @@ def test_pseudo_label_cli_writes_a_custom_dataset(tmp_path: Path, capsys):
 
 
 def test_pseudo_label_reads_photos_upright(tmp_path: Path):
-    from spade.evaluation.pseudo_label import pseudo_label
+    from spadegan.evaluation.pseudo_label import pseudo_label
 
     photos = tmp_path / "photos"
     photos.mkdir()

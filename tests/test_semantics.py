@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spade.semantics import DONTCARE_ID, build_semantics, instance_edges, one_hot, semantic_channels
+from spadegan.semantics import DONTCARE_ID, build_semantics, instance_edges, one_hot, semantic_channels
 
 
 def test_channel_count_is_computed_in_one_place():

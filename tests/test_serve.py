@@ -1,4 +1,4 @@
-"""The web demo's API (``spade serve``) on a tiny model: classes and colours, synthesis from id
+"""The web demo's API (``spadegan serve``) on a tiny model: classes and colours, synthesis from id
 and colour maps with seeds, presets and style images, the checks on bad and oversized inputs, the
 queue (batches, 503 when full), and the command line.
 
@@ -30,16 +30,16 @@ with warnings.catch_warnings():  # newer starlette asks for httpx2 in its test c
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from spade.checkpoint import Checkpoint, save_inference_checkpoint
-from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.data.landscapes import CLASS_IDS, generate_layout
-from spade.inference import Synthesizer
-from spade.models import build_networks
-from spade.palettes import COCO_STUFF
-from spade.semantics import build_semantics
-from spade.serve import Limits, create_app
-from spade.serve.catalog import decode_ids
-from spade.serve.queue import Job
+from spadegan.checkpoint import Checkpoint, save_inference_checkpoint
+from spadegan.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.data.landscapes import CLASS_IDS, generate_layout
+from spadegan.inference import Synthesizer
+from spadegan.models import build_networks
+from spadegan.palettes import COCO_STUFF
+from spadegan.semantics import build_semantics
+from spadegan.serve import Limits, create_app
+from spadegan.serve.catalog import decode_ids
+from spadegan.serve.queue import Job
 
 SIZE = 64
 SKY = COCO_STUFF.names.index("sky-other")
@@ -108,7 +108,7 @@ def synthesize(client, label: bytes, **form) -> httpx.Response:
 
 
 def expected(synthesizer, ids: np.ndarray, seed: int, style: torch.Tensor | None = None) -> np.ndarray:
-    """What ``Synthesizer`` (and ``spade synthesize --seed``) makes of this map."""
+    """What ``Synthesizer`` (and ``spadegan synthesize --seed``) makes of this map."""
     return np.array(synthesizer(torch.from_numpy(ids.astype(np.int64)), style=style, seed=[seed])[0])
 
 
@@ -241,7 +241,7 @@ def test_bad_inputs_are_4xx_in_plain_words(client):
     assert response.status_code == 422 and "empty" in detail(response)
     response = client.post("/api/synthesize", data={"seed": "1"})
     assert response.status_code == 422 and "label" in detail(response)
-    for seed in (-3, 2 ** 63, 2 ** 64):  # the range spade synthesize --seed takes
+    for seed in (-3, 2 ** 63, 2 ** 64):  # the range spadegan synthesize --seed takes
         response = synthesize(client, png(ids), seed=seed)
         assert response.status_code == 422 and "seed" in detail(response)
     assert synthesize(client, png(ids), seed=2 ** 63 - 1).status_code == 200
@@ -401,7 +401,7 @@ def test_a_full_queue_answers_503_and_the_server_recovers(synthesizer):
 
 
 def test_a_bad_request_fails_alone(synthesizer):
-    from spade.serve.queue import SynthesisQueue
+    from spadegan.serve.queue import SynthesisQueue
 
     async def scenario():
         queue = SynthesisQueue(synthesizer, max_batch=4, max_waiting=4)
@@ -422,7 +422,7 @@ def test_a_bad_request_fails_alone(synthesizer):
 # -- the command line -----------------------------------------------------------------------------
 
 def test_cli_serve_needs_a_model(monkeypatch, tmp_path, model_path):
-    from spade import cli
+    from spadegan import cli
 
     monkeypatch.setenv("SPADE_BUNDLED_MODEL", str(tmp_path / "missing"))
     with pytest.raises(SystemExit, match="the bundled model is not installed .* pass --checkpoint"):
@@ -457,7 +457,7 @@ def assert_host_check(client, refused_name: str) -> None:
 
 
 def test_cli_servers_check_the_host_header(monkeypatch, tmp_path, model_path):
-    from spade import cli
+    from spadegan import cli
     import uvicorn
 
     started = {}
@@ -477,7 +477,7 @@ def test_cli_servers_check_the_host_header(monkeypatch, tmp_path, model_path):
 @pytest.mark.parametrize("which", ["demo", "study"])
 def test_pages_answer_head_and_have_an_icon(client, tmp_path, which):
     if which == "study":
-        from spade.serve.study import StudyStore, create_study_app
+        from spadegan.serve.study import StudyStore, create_study_app
 
         app = create_study_app(*make_study(tmp_path), StudyStore(tmp_path / "votes.sqlite"))
         client = TestClient(app)
@@ -506,7 +506,7 @@ def make_study(folder: Path, n: int = 4) -> tuple[Path, Path, Path]:
 
 
 def test_wilson_interval():
-    from spade.serve.study import wilson_interval
+    from spadegan.serve.study import wilson_interval
 
     low, high = wilson_interval(7, 10)
     assert low == pytest.approx(0.3968, abs=1e-4) and high == pytest.approx(0.8922, abs=1e-4)
@@ -518,7 +518,7 @@ def test_wilson_interval():
 
 
 def test_concurrent_votes_are_all_kept(tmp_path):
-    from spade.serve.study import StudyStore, VoteError
+    from spadegan.serve.study import StudyStore, VoteError
 
     store = StudyStore(tmp_path / "votes.sqlite")
     trials = [store.new_trial(f"map{i % 5}", f"voter{i // 5}") for i in range(240)]  # one per voter and map
@@ -558,7 +558,7 @@ def test_concurrent_votes_are_all_kept(tmp_path):
 def test_one_vote_per_voter_and_label_map(tmp_path):
     """Trials fetched in several tabs before voting: the first vote on a map counts, the others
     are refused, also when they arrive at once."""
-    from spade.serve.study import StudyStore, VoteError
+    from spadegan.serve.study import StudyStore, VoteError
 
     store = StudyStore(tmp_path / "votes.sqlite")
     tabs = [store.new_trial("map0", "v") for _ in range(6)]
@@ -584,7 +584,7 @@ def test_one_vote_per_voter_and_label_map(tmp_path):
 
 
 def test_study_app_over_http(tmp_path):
-    from spade.serve.study import StudyStore, create_study_app
+    from spadegan.serve.study import StudyStore, create_study_app
 
     dir_a, dir_b, labels = make_study(tmp_path)
     store = StudyStore(tmp_path / "votes.sqlite")
@@ -637,7 +637,7 @@ def test_study_app_over_http(tmp_path):
 
 @pytest.mark.parametrize("folder", ["labels", "a", "b"])
 def test_study_checks_every_file_at_start_up(tmp_path, monkeypatch, folder):
-    from spade import cli
+    from spadegan import cli
 
     dir_a, dir_b, labels = make_study(tmp_path)
     bad = {"labels": labels, "a": dir_a, "b": dir_b}[folder] / "map1.png"
@@ -651,12 +651,12 @@ def test_study_checks_every_file_at_start_up(tmp_path, monkeypatch, folder):
         cli.main(["study", "--a", str(dir_a), "--b", str(dir_b), "--labels", str(labels),
                   "--db", str(tmp_path / "votes.sqlite")])
     message = str(error.value)
-    assert message.startswith(f"spade study: {bad}: cannot read this ") and "\n" not in message
+    assert message.startswith(f"spadegan study: {bad}: cannot read this ") and "\n" not in message
 
 
 def test_cli_study_report(tmp_path, capsys):
-    from spade import cli
-    from spade.serve.study import StudyStore
+    from spadegan import cli
+    from spadegan.serve.study import StudyStore
 
     store = StudyStore(tmp_path / "votes.sqlite")
     store.set_meta(name_a="ours", name_b="theirs")

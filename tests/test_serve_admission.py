@@ -1,4 +1,4 @@
-"""How the web demo admits uploads (:mod:`spade.serve.admission`): pixel limits read from the
+"""How the web demo admits uploads (:mod:`spadegan.serve.admission`): pixel limits read from the
 header (Pillow's bomb limit included), a bounded number of decodings at once, memory that stays
 bounded under floods of uploads it refuses, and a label-map decoder that answers every input,
 however malformed, with a result or a one-line refusal."""
@@ -24,10 +24,10 @@ from PIL import Image
 pytest.importorskip("fastapi")
 import httpx
 
-from spade.palettes import COCO_STUFF
-from spade.serve import Limits, create_app
-from spade.serve.admission import DECODE_BYTES_PER_PIXEL, Refusal, decode_upload
-from spade.serve.app import DemoState
+from spadegan.palettes import COCO_STUFF
+from spadegan.serve import Limits, create_app
+from spadegan.serve.admission import DECODE_BYTES_PER_PIXEL, Refusal, decode_upload
+from spadegan.serve.app import DemoState
 
 from test_serve import SIZE, TestClient, detail, live_server, png, save_tiny_model, scene, synthesize
 
@@ -36,7 +36,7 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def synthesizer(tmp_path_factory):
-    from spade.inference import Synthesizer
+    from spadegan.inference import Synthesizer
 
     return Synthesizer.from_checkpoint(save_tiny_model(tmp_path_factory.mktemp("admission") / "tiny"), device="cpu")
 
@@ -135,8 +135,8 @@ def test_at_most_max_decoding_uploads_are_decoded_at_once(synthesizer):
 
 SERVER = """
 import socket, sys, uvicorn
-from spade.inference import Synthesizer
-from spade.serve import Limits, create_app
+from spadegan.inference import Synthesizer
+from spadegan.serve import Limits, create_app
 model, upload, pixels, at_once, waiting = sys.argv[1], *map(int, sys.argv[2:6])
 limits = Limits(max_upload_bytes=upload, max_pixels=pixels, max_decoding=at_once, max_waiting=waiting)
 app = create_app(Synthesizer.from_checkpoint(model, device="cpu"), limits=limits, warm_up=False)
@@ -151,7 +151,7 @@ uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 def server_process(model: Path, limits: Limits):
     """The demo in a process of its own (so that its memory is its own): (URL, psutil.Process)."""
     psutil = pytest.importorskip("psutil")
-    import spade
+    import spadegan
 
     env = {**os.environ, "PYTHONPATH": str(Path(spade.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     args = [str(model), limits.max_upload_bytes, limits.max_pixels, limits.max_decoding, limits.max_waiting]

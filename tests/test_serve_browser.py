@@ -22,9 +22,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Pytho
 
 from test_serve import SIZE, live_server, save_tiny_model
 
-from spade.inference import Synthesizer
-from spade.palettes import COCO_STUFF
-from spade.serve import create_app
+from spadegan.inference import Synthesizer
+from spadegan.palettes import COCO_STUFF
+from spadegan.serve import create_app
 
 CHROMIUM = os.environ.get("SPADE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if not CHROMIUM:
@@ -246,7 +246,7 @@ def test_the_page_fits_a_laptop_screen(page):
 @pytest.fixture
 def study(tmp_path):
     """A study of two 'methods' over three label maps, served on a local port."""
-    from spade.serve.study import StudyStore, create_study_app
+    from spadegan.serve.study import StudyStore, create_study_app
 
     for folder in ("a", "b", "labels"):
         (tmp_path / folder).mkdir()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from spade.evaluation.protocol import REAL, results_table
-from spade.evaluation.style import StyleScores, class_colours, following_error, seed_variety, style_following
-from spade.data.landscapes import MANIFEST
-from spade.evaluation.style_benchmark import (StyleBenchmark, StyleModel, map_seed_of, perfect_transfer,
+from spadegan.evaluation.protocol import REAL, results_table
+from spadegan.evaluation.style import StyleScores, class_colours, following_error, seed_variety, style_following
+from spadegan.data.landscapes import MANIFEST
+from spadegan.evaluation.style_benchmark import (StyleBenchmark, StyleModel, map_seed_of, perfect_transfer,
                                               run_style_benchmark, style_benchmark_columns, why_no_style_benchmark)
 
 SKY, SEA, GRASS = 156, 154, 123

@@ -1,4 +1,4 @@
-"""``spade synthesize`` and ``Synthesizer`` as end users meet them: the bundled default model,
+"""``spadegan synthesize`` and ``Synthesizer`` as end users meet them: the bundled default model,
 colour-coded label maps, style images, several samples per layout, batches, the gallery, and
 errors that name the file before anything is written.
 
@@ -17,15 +17,15 @@ import torch
 from conftest import FLOAT32_REL, U_BFLOAT16, check_error, max_abs_diff
 from PIL import Image
 
-from spade import bundled
-from spade.checkpoint import Checkpoint, save_inference_checkpoint
-from spade.cli import main
-from spade.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
-from spade.imageio import read_image, read_label_map, to_pil
-from spade.inference import Synthesizer, palette_for_model
-from spade.models import build_networks
-from spade.palettes import CITYSCAPES, COCO_STUFF, palette_for
-from spade.semantics import build_semantics
+from spadegan import bundled
+from spadegan.checkpoint import Checkpoint, save_inference_checkpoint
+from spadegan.cli import main
+from spadegan.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.imageio import read_image, read_label_map, to_pil
+from spadegan.inference import Synthesizer, palette_for_model
+from spadegan.models import build_networks
+from spadegan.palettes import CITYSCAPES, COCO_STUFF, palette_for
+from spadegan.semantics import build_semantics
 
 SIZE = 64
 
@@ -325,9 +325,9 @@ def test_the_bundled_model_paints_what_the_segmenter_recognizes(monkeypatch):
     """The shipped model itself: within the 40 MB budget, and on fresh layouts (a seed no data
     set used) its pictures are segmented back into their layouts far above what guessing the
     most common class gets."""
-    from spade.data.landscapes import generate_landscape
-    from spade.evaluation.segmentation import segmentation_scores
-    from spade.evaluation.segmenters import get_segmenter
+    from spadegan.data.landscapes import generate_landscape
+    from spadegan.evaluation.segmentation import segmentation_scores
+    from spadegan.evaluation.segmenters import get_segmenter
 
     monkeypatch.delenv(bundled.ENV_VAR, raising=False)
     folder = bundled.bundled_model_path()
@@ -352,7 +352,7 @@ def test_the_bundled_model_uses_its_style_code(monkeypatch):
     """The shipped encoder's codes change the picture (a collapsed posterior would not: every
     reference photo would give the same image). Four photos of other layouts as references, one
     fresh layout: the pictures' channel means must differ."""
-    from spade.data.landscapes import generate_landscape
+    from spadegan.data.landscapes import generate_landscape
 
     monkeypatch.delenv(bundled.ENV_VAR, raising=False)
     folder = bundled.bundled_model_path()
@@ -524,7 +524,7 @@ def test_outputs_are_written_alike(model, tmp_path):
 @pytest.mark.parametrize("seed, samples", [(2 ** 64 - 1, 2), (2 ** 64, 1), (-1, 1), (2 ** 63 - 1, 2)])
 def test_seeds_out_of_range_are_refused_first(model, tmp_path, model_must_not_load, seed, samples):
     label = write(tmp_path / "in" / "scene.png", landscape())
-    with pytest.raises(SystemExit, match=re.escape(f"spade synthesize: --seed {seed}: ")) as error:
+    with pytest.raises(SystemExit, match=re.escape(f"spadegan synthesize: --seed {seed}: ")) as error:
         run(label, "--checkpoint", model, "--out", tmp_path / "out", "--seed", seed, "--samples", samples)
     assert "\n" not in str(error.value) and "2**63 - 1" in str(error.value)
     assert not (tmp_path / "out").exists()

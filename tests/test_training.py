@@ -18,15 +18,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spade.checkpoint import latest_checkpoint, load_checkpoint, load_official
-from spade.cli import build_parser, main
-from spade.data import build_dataset
-from spade.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, RunConfig,
+from spadegan.checkpoint import latest_checkpoint, load_checkpoint, load_official
+from spadegan.cli import build_parser, main
+from spadegan.data import build_dataset
+from spadegan.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, RunConfig,
                           SemanticsConfig, TrainConfig)
-from spade.options import run_config_from_args
-from spade.semantics import build_semantics, one_hot
-from spade.training import loop
-from spade.training.loop import TrainingDiverged, learning_rates, train
+from spadegan.options import run_config_from_args
+from spadegan.semantics import build_semantics, one_hot
+from spadegan.training import loop
+from spadegan.training.loop import TrainingDiverged, learning_rates, train
 
 from conftest import COCO_SAMPLES, check_error
 
@@ -97,7 +97,7 @@ def test_sigkill_while_writing_checkpoints_then_resume(tmp_path):
     kills = 0
     for _ in range(3):
         resume = ["--continue_train"] if newest() is not None else []
-        process = subprocess.Popen([sys.executable, "-m", "spade.cli", *flags, *resume], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "spadegan.cli", *flags, *resume], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         first = newest()
         deadline = time.time() + 120
@@ -152,7 +152,7 @@ def test_export_to_official_and_import_back(tmp_path):
 
 def test_inference_export_in_float16_is_the_rounded_model(tmp_path):
     """--inference --half keeps the EMA generator and the encoder, rounded once to float16."""
-    from spade.inference import Synthesizer
+    from spadegan.inference import Synthesizer
 
     result = train(tiny_run(tmp_path / "run", max_steps=2, ema=True), progress=False)
     assert main(["export", str(tmp_path / "run"), "--inference", str(tmp_path / "inf"), "--half"]) == 0
@@ -219,7 +219,7 @@ def test_a_new_run_never_replaces_an_earlier_one(tmp_path):
     with pytest.raises(SystemExit) as error:
         main(["train", *flags])
     message = str(error.value)
-    assert message == (f"spade train: {tmp_path / 'x'} already holds a run (checkpoint {checkpoint.name}); "
+    assert message == (f"spadegan train: {tmp_path / 'x'} already holds a run (checkpoint {checkpoint.name}); "
                        "pass --continue_train to continue it, or choose another --name")
     assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
     assert main(["train", *flags[:-1], "2", "--continue_train"]) == 0  # what the message suggests works
@@ -230,7 +230,7 @@ def test_a_failed_data_check_leaves_no_run_folder(tmp_path):
     empty = tmp_path / "no_data"
     empty.mkdir()
     flags = [f if f != str(COCO_SAMPLES) else str(empty) for f in TINY_FLAGS]
-    with pytest.raises(SystemExit, match="spade train: "):
+    with pytest.raises(SystemExit, match="spadegan train: "):
         main(["train", *flags, "--name", "r", "--checkpoints_dir", str(tmp_path / "runs"), "--max_steps", "1"])
     assert not (tmp_path / "runs" / "r").exists()
 
@@ -322,7 +322,7 @@ def test_synthesized_images_get_closer_to_the_photos(tmp_path):
 def test_training_variants_run_and_log(tmp_path, flags, expected_losses):
     """Each variant trains a few steps, logs its loss terms and leaves a loadable checkpoint."""
     if "--vgg" in flags:
-        from spade.nn.vgg import VGG19Features
+        from spadegan.nn.vgg import VGG19Features
 
         torch.save(VGG19Features().state_dict(), tmp_path / "vgg19.pth")
         flags = ["--vgg_path", str(tmp_path / "vgg19.pth"), *[f for f in flags if f != "--vgg"]]
@@ -390,7 +390,7 @@ def test_init_from_adds_the_z_modulation_exactly(tmp_path):
     """A model trained without --z_modulation continues with it: the new layers start at zero
     (the official initialization leaves them so), and the warm-started generator paints exactly
     what the source painted, for the same code."""
-    from spade.config import EncoderConfig
+    from spadegan.config import EncoderConfig
 
     run = tiny_run(tmp_path / "plain", max_steps=1)
     run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8),
@@ -426,9 +426,9 @@ def test_pooled_l1_term_reaches_the_encoder():
     """--lambda_l1 adds an 'L1' generator term (the fake vs the real image, pooled by
     --l1_downsample) whose gradient reaches the image encoder through z; off by default, as in
     the paper's objective; bad values are refused by the options."""
-    from spade.config import EncoderConfig
-    from spade.models import build_networks
-    from spade.training.steps import StepNetworks, generator_losses
+    from spadegan.config import EncoderConfig
+    from spadegan.models import build_networks
+    from spadegan.training.steps import StepNetworks, generator_losses
 
     torch.manual_seed(0)
     model = ModelConfig(SemanticsConfig(5, False, False), GeneratorConfig(ngf=4, crop_size=64, z_dim=8, spade_hidden=8),
@@ -456,7 +456,7 @@ def test_freeze_generator_trains_only_the_z_modulation(tmp_path):
     """--freeze_generator: the generator's own weights stay as they were, its z-modulation layers
     and the encoder train; it needs the modulation (it would leave nothing of G to train) and
     the region term needs the encoder."""
-    from spade.config import EncoderConfig
+    from spadegan.config import EncoderConfig
 
     run = tiny_run(tmp_path / "frozen", max_steps=2, freeze_generator=True)
     run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8, z_modulation=True),
@@ -482,10 +482,10 @@ def test_latent_regression_and_mode_seeking_terms():
     it; its gradient reaches the generator, never the encoder's weights, and it leaves the
     encoder's spectral-norm vectors alone. --lambda_ms adds MSGAN's term between the pictures of
     the encoded and the random code. Both are off by default and need the encoder."""
-    from spade.config import EncoderConfig
-    from spade.losses import latent_regression_loss, mode_seeking_loss
-    from spade.models import build_networks
-    from spade.training.steps import StepNetworks, generator_losses
+    from spadegan.config import EncoderConfig
+    from spadegan.losses import latent_regression_loss, mode_seeking_loss
+    from spadegan.models import build_networks
+    from spadegan.training.steps import StepNetworks, generator_losses
 
     torch.manual_seed(0)
     model = ModelConfig(SemanticsConfig(5, False, False),

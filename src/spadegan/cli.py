@@ -1,0 +1,763 @@
+"""The ``spadegan`` command line.
+
+Subcommands map flags onto the library; the official option names (``--gpu_ids``,
+``--which_epoch``, ``--checkpoints_dir``...) are accepted where they make sense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .memory import keep_freed_memory
+
+LABEL_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
+MAX_INPUT_PIXELS = 4096 * 4096  # spadegan synthesize --max_pixels
+
+
+def device_from_gpu_ids(gpu_ids: str | None) -> torch.device:
+    """Official ``--gpu_ids``: '-1' for CPU, '0' (or '0,1': the first is used here) for CUDA."""
+    if gpu_ids is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    first = gpu_ids.split(",")[0].strip()
+    if int(first) < 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--gpu_ids {gpu_ids}: CUDA is not available here; use --gpu_ids -1 for the CPU")
+    return torch.device(f"cuda:{int(first)}")
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Files as given; folders give their label-map files in sorted order."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in LABEL_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"{path}: no such file or folder")
+    if not files:
+        raise SystemExit(f"no label maps found in {', '.join(paths)}")
+    return files
+
+
+def match_instances(labels: list[Path], given: list[str] | None) -> list[Path | None]:
+    """Instance maps for the label maps: a folder (matched by file name) or files in order."""
+    if not given:
+        return [None] * len(labels)
+    if len(given) == 1 and Path(given[0]).is_dir():
+        folder = Path(given[0])
+        instances = [folder / label.name for label in labels]
+    else:
+        instances = [Path(p) for p in given]
+        if len(instances) != len(labels):
+            raise SystemExit(f"{len(instances)} instance maps for {len(labels)} label maps: give one per "
+                             "label map, in the same order, or a folder with the same file names")
+    for path in instances:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such instance map")
+    return instances
+
+
+def gallery_page(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    """The gallery (``index.html``): one row per input (its name, then images given by paths
+    relative to the page: label map, outputs..., style)."""
+    from urllib.parse import quote
+
+    def cell(path: str) -> str:
+        link = html.escape(quote(path))
+        return f"<td><a href='{link}'><img src='{link}' alt='{html.escape(path)}'></a></td>"
+
+    heads = "".join(f"<th>{html.escape(h)}</th>" for h in ["input", *header])
+    body = "\n".join(f"<tr><td>{html.escape(name)}</td>{''.join(cell(p) for p in paths)}</tr>"
+                     for name, paths in rows)
+    return ("<!doctype html><meta charset='utf-8'><title>spadegan synthesize</title>"
+            "<style>body{font-family:sans-serif}img{max-width:256px;image-rendering:pixelated}"
+            "td{padding:4px;vertical-align:top}</style>"
+            f"<table><tr>{heads}</tr>\n{body}</table>\n")
+
+
+def synthesis_size(values: list[int] | None) -> tuple[int, int] | None:
+    """``--size N`` (N×N) or ``--size H W`` → (height, width)."""
+    if not values:
+        return None
+    if len(values) > 2 or min(values) < 1:
+        raise SystemExit(f"--size {' '.join(map(str, values))}: give N (a square) or HEIGHT WIDTH, positive")
+    return values[0], values[-1]
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    try:
+        return _synthesize(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input or model: a message, no traceback
+        raise SystemExit(f"spadegan synthesize: {error}") from None
+    except OSError as error:  # writing failed (a full disk...): nothing was published
+        raise SystemExit(f"spadegan synthesize: {error}; nothing was written to {args.out}") from None
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from .output import StagedFolder
+    from .seeds import seed_problem
+
+    if args.samples < 1 or args.batch_size < 1:
+        raise SystemExit("spadegan synthesize: --samples and --batch_size must be at least 1")
+    size = synthesis_size(args.size)
+    labels = expand_inputs(args.labels)
+    instances = match_instances(labels, args.instances)
+    by_stem: dict[str, Path] = {}
+    for label in labels:
+        if label.stem in by_stem:
+            raise SystemExit(f"spadegan synthesize: {by_stem[label.stem]} and {label} would both write "
+                             f"{label.stem}.png; give label maps with distinct file names")
+        by_stem[label.stem] = label
+    if args.seed is not None and (problem := seed_problem(args.seed, args.samples)):
+        raise SystemExit(f"spadegan synthesize: --seed {args.seed}: {problem}")
+    plan = SynthesisPlan(labels, args.samples, None if args.style is None else Path(args.style))
+    inputs = labels + [p for p in instances if p is not None] + ([plan.style] if plan.style else [])
+    check_pixel_counts(inputs, args.max_pixels)
+    # The output folder is checked, and its staging folder made, before the model runs; the
+    # files reach it together at the end, or not at all.
+    with StagedFolder(args.out, plan.files(), inputs) as out:
+        count = _synthesize_into(out, plan, instances, size, args)
+        out.publish()
+    print(f"wrote {count} images and index.html to {args.out}")
+    return 0
+
+
+def check_pixel_counts(paths: list[Path], limit: int) -> None:
+    """Refuse inputs over ``--max_pixels`` from their headers, before any is decoded: decoding
+    and resizing a label map holds tens of bytes per pixel."""
+    from .imageio import allow_pixels, pixel_count_problem
+
+    if limit < 1:
+        raise SystemExit(f"spadegan synthesize: --max_pixels {limit}: expected a positive number of pixels")
+    allow_pixels(limit)
+    for path in paths:
+        if problem := pixel_count_problem(path, limit):
+            raise SystemExit(f"spadegan synthesize: {problem}")
+
+
+class SynthesisPlan:
+    """The files ``spadegan synthesize`` writes for its inputs, by name relative to ``--out``."""
+
+    def __init__(self, labels: list[Path], samples: int, style: Path | None):
+        self.labels, self.samples, self.style = labels, samples, style
+
+    def output(self, index: int, k: int) -> str:
+        stem = self.labels[index].stem
+        return f"{stem}.png" if self.samples == 1 else f"{stem}_s{k}.png"
+
+    def preview(self, index: int) -> str:
+        return f"labels/{self.labels[index].stem}.png"
+
+    def style_thumbnail(self) -> str | None:
+        return None if self.style is None else f"style/{self.style.stem}.png"
+
+    def files(self) -> list[str]:
+        names = [self.output(i, k) for i in range(len(self.labels)) for k in range(self.samples)]
+        names += [self.preview(i) for i in range(len(self.labels))]
+        return names + [n for n in [self.style_thumbnail()] if n] + ["index.html"]
+
+
+def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], size, args) -> int:
+    """Synthesize every planned image into the staged output ``out``; the number of images."""
+    import secrets
+
+    from PIL import Image
+
+    from .imageio import read_image
+    from .inference import Layout, Synthesizer
+
+    labels = plan.labels
+    synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
+                                              epoch=args.which_epoch, precision=args.precision)
+    if size is not None and (problem := synthesizer.size_problem(*size)):
+        raise SystemExit(f"spadegan synthesize: --size {size[0]} {size[1]} (height width): {problem}")
+    if args.samples > 1 and not synthesizer.takes_style:
+        raise SystemExit("spadegan synthesize: --samples: this model takes no random style (no image encoder), "
+                         "so every sample would be the same image")
+    style = None
+    if args.style is not None:
+        style = read_image(args.style)
+        synthesizer.encode_style(style, 1)  # the model has an encoder that fits, or an error now
+
+    # Every input is read, mapped to ids, sized and checked before anything is written.
+    layouts = [synthesizer.layout(label, instance, size=size, resize=args.resize).compact()
+               for label, instance in tqdm(list(zip(labels, instances)), desc="read", unit="map",
+                                           disable=len(labels) < 2)]
+    seed = args.seed
+    if seed is None and synthesizer.takes_style:
+        seed = secrets.randbelow(2 ** 31)
+        print(f"seed {seed} (pass --seed {seed} to make these images again)")
+    seeds = [None if seed is None else seed + k for k in range(args.samples)]  # sample k: seed S + k (Fig. 9)
+
+    # (input, sample) pairs, batched among maps of one size.
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for index, layout in enumerate(layouts):
+        groups.setdefault(layout.size, []).extend((index, k) for k in range(args.samples))
+    batches = [items[i:i + args.batch_size] for items in groups.values()
+               for i in range(0, len(items), args.batch_size)]
+    with tqdm(total=len(labels) * args.samples, desc="synthesize", unit="img",
+              disable=len(labels) * args.samples < 2) as progress:
+        for batch in batches:
+            layout = Layout.cat([layouts[index] for index, _ in batch])
+            batch_seeds = None if seed is None else [seeds[k] for _, k in batch]
+            images = synthesizer(layout, style=style, seed=batch_seeds)
+            for (index, k), image in zip(batch, images):
+                out.write_png(plan.output(index, k), image)
+            progress.update(len(batch))
+
+    # Label previews (in the model's palette, as synthesized), the style thumbnail, the gallery.
+    for index, layout in enumerate(layouts):
+        out.write_png(plan.preview(index), label_preview(layout.labels[0, 0], synthesizer.palette))
+    style_cell = []
+    if args.style is not None:
+        thumbnail = Image.open(args.style).convert("RGB")
+        thumbnail.thumbnail((256, 256))
+        style_cell = [plan.style_thumbnail()]
+        out.write_png(style_cell[0], thumbnail)
+    header = ["label map"]
+    header += ["synthesized" if s is None else f"seed {s}" for s in seeds]
+    header += [f"style: {Path(args.style).name}"] if args.style is not None else []
+    rows = [(label.name, [plan.preview(index)] + [plan.output(index, k) for k in range(args.samples)]
+             + style_cell) for index, label in enumerate(labels)]
+    out.write_text("index.html", gallery_page(header, rows))
+    return len(labels) * args.samples
+
+
+def label_preview(ids: torch.Tensor, palette):
+    """A label map in its palette's colours (``spadegan.inference.palette_for_model``)."""
+    from PIL import Image
+
+    return Image.fromarray(palette.colorize(ids.long().numpy()))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .options import run_config_from_args
+    from .training.loop import TrainingDiverged, train
+
+    run = run_config_from_args(args)
+    if args.dry_run:
+        print(json.dumps(run.to_dict(), indent=2))
+        return 0
+    device = None if args.gpu_ids is None else device_from_gpu_ids(args.gpu_ids)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun each process takes the GPU of its LOCAL_RANK; --gpu_ids -1 means CPU.
+        device = torch.device("cpu") if args.gpu_ids is not None and args.gpu_ids.strip() == "-1" else None
+    elif args.gpu_ids is not None and "," in args.gpu_ids:
+        print(f"--gpu_ids {args.gpu_ids}: one process uses one GPU; for several, start with torchrun "
+              "(see docs/training.md)", file=sys.stderr)
+    try:
+        result = train(run, resume=bool(args.continue_train), device=device, progress=not args.no_progress)
+    except (TrainingDiverged, ValueError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(f"spadegan train: {error}") from None
+    except RuntimeError as error:
+        if type(error).__name__ == "VGGWeightsMissingError":
+            raise SystemExit(f"spadegan train: {error}") from None
+        raise
+    print(f"trained to step {result.step}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import save_official
+    from .models import Networks
+
+    if not args.official and not args.onnx and not args.inference:
+        raise SystemExit("spadegan export: say what to write: --official FOLDER, --inference FOLDER and/or --onnx FILE")
+    if args.inference:
+        from .checkpoint import save_inference_checkpoint
+
+        checkpoint = load_any_checkpoint(args.checkpoint)
+        dtype = torch.float16 if args.half else torch.float32
+        folder = save_inference_checkpoint(args.inference, checkpoint, use_ema=not args.no_ema, dtype=dtype,
+                                           extra={"exported_from": str(checkpoint.folder),
+                                                  "step": checkpoint.meta.get("step"),
+                                                  "generator": "trained" if args.no_ema else "ema"})
+        which = "the trained generator (not its EMA)" if args.no_ema else "the EMA generator where there is one"
+        print(f"wrote {folder} ({which}, and the encoder; {dtype})")
+    if args.official:
+        checkpoint = load_any_checkpoint(args.checkpoint)
+        networks = checkpoint.networks
+        if args.ema:
+            if checkpoint.ema_generator is None:
+                raise SystemExit(f"{checkpoint.folder}: has no EMA generator")
+            networks = Networks(networks.config, checkpoint.ema_generator, networks.discriminator, networks.encoder)
+        save_official(args.official, networks, epoch=args.which_epoch)
+        print(f"wrote {args.which_epoch}_net_*.pth and opt.txt to {args.official}")
+    if args.onnx:
+        from .export import export_onnx
+        from .inference import Synthesizer
+        from .semantics import build_semantics
+
+        synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device="cpu", epoch=args.which_epoch,
+                                                  use_ema=args.ema)
+        s, g = synthesizer.config.semantics, synthesizer.config.generator
+        height, width = synthesizer.output_size
+        labels = torch.zeros(1, 1, height, width, dtype=torch.long)
+        semantics = build_semantics(labels, s.label_nc, s.contain_dontcare_label, labels, s.use_instance)
+        z = None if g.z_dim is None else torch.zeros(1, g.z_dim)
+        export_onnx(synthesizer.networks.generator, args.onnx, semantics, z)
+        print(f"wrote {args.onnx} (inputs: semantics {tuple(semantics.shape[1:])} per image"
+              f"{'' if z is None else f', z ({g.z_dim},)'}; output: image in [-1, 1])")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .checkpoint import load_official, save_checkpoint
+
+    official = load_official(args.official, epoch=args.which_epoch)
+    save_checkpoint(args.out, official.networks, extra={"imported_from": str(args.official)})
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_landscapes(args: argparse.Namespace) -> int:
+    from .data.landscapes import write_dataset
+
+    size = parse_size(args.size)
+    try:
+        written = write_dataset(args.out, args.count, size, seed=args.seed, workers=args.workers,
+                                overwrite=args.overwrite)
+    except ValueError as error:
+        raise SystemExit(f"spadegan landscapes: {error}") from None
+    print(f"wrote {written} of {args.count} samples ({size[0]}x{size[1]}) to {args.out}; train with\n"
+          f"  spadegan train --dataset_mode coco --dataroot {args.out} --coco_no_portraits ...  or\n"
+          f"  spadegan train --dataset_mode custom --label_nc 182 --label_dir {args.out}/train_label "
+          f"--image_dir {args.out}/train_img --instance_dir {args.out}/train_inst ...")
+    return 0
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from .evaluation.pseudo_label import PseudoLabelError, pseudo_label
+    from .evaluation.segmenters import get_segmenter
+
+    try:
+        segmenter = get_segmenter(args.segmenter, weights=args.weights, device=device_from_gpu_ids(args.gpu_ids))
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"spadegan pseudo-label: {error}") from None
+    try:
+        result = pseudo_label(args.photos, segmenter, args.out, size=args.size, square=args.square,
+                              recursive=args.recursive, batch_size=args.batch_size, overwrite=args.overwrite,
+                              weights=args.weights)
+    except PseudoLabelError as error:
+        raise SystemExit(f"spadegan pseudo-label: {error}") from None
+    # label_nc the ids need: the data set's class count where the segmenter's ids are a known one.
+    label_nc = {"landscapes": 182, "deeplabv2": 182, "drn-d-105": 35, "upernet-101": 150}.get(
+        args.segmenter, max(segmenter.class_ids) + 1)
+    print(f"wrote {len(result.written)} samples ({len(result.skipped)} already there) to {args.out}; train with\n"
+          f"  spadegan train --dataset_mode custom --label_nc {label_nc} --no_instance "
+          f"--label_dir {result.label_dir} --image_dir {result.image_dir} ...")
+    return 0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256' (square) or 'WxH' (e.g. '512x256') → (width, height)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise SystemExit(f"--size {text}: give one number (a square) or WIDTHxHEIGHT, e.g. 512x256")
+    width = int(parts[0])
+    return width, int(parts[-1])
+
+
+def load_any_checkpoint(path: str):
+    """Our checkpoint folder, or a run folder (its newest checkpoint)."""
+    from .checkpoint import is_checkpoint_folder, load_checkpoint, resolve_checkpoint
+
+    try:
+        folder = resolve_checkpoint(path)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
+    if not is_checkpoint_folder(folder):
+        raise SystemExit(f"{folder}: neither a checkpoint folder nor a run folder with checkpoints")
+    return load_checkpoint(folder, with_training_state=False)
+
+
+def _evaluation_folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """--label_dir/--image_dir, or a --dataroot holding {val,test,train}_label and _img folders."""
+    if args.label_dir and args.image_dir:
+        return Path(args.label_dir), Path(args.image_dir)
+    if not args.dataroot:
+        raise SystemExit("spadegan evaluate: give --dataroot DIR, or --label_dir and --image_dir")
+    root = Path(args.dataroot)
+    for phase in ("val", "test", "train"):
+        if (root / f"{phase}_label").is_dir() and (root / f"{phase}_img").is_dir():
+            return root / f"{phase}_label", root / f"{phase}_img"
+    raise SystemExit(f"spadegan evaluate: {root} holds no val_label/val_img (or test_, train_) folders")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import DataConfig
+    from .data import build_dataset
+    from .evaluation.protocol import Method, load_results, results_table, run_protocol
+    from .evaluation.segmenters import get_segmenter
+    from .inference import Synthesizer
+
+    device = device_from_gpu_ids(args.gpu_ids)
+    names = args.name or []
+    if len(names) > len(args.checkpoint):
+        raise SystemExit(f"spadegan evaluate: {len(names)} names for {len(args.checkpoint)} checkpoints")
+    label_dir, image_dir = _evaluation_folders(args)
+    try:
+        segmenter = get_segmenter(args.segmenter, weights=args.segmenter_weights, device=device)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise SystemExit(f"spadegan evaluate: {error}") from None
+
+    methods, synthesizers, label_nc = [], [], None
+    for index, path in enumerate(args.checkpoint):
+        try:
+            synthesizer = Synthesizer.from_checkpoint(path, device=device)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"spadegan evaluate: {error}") from None
+        semantics = synthesizer.config.semantics
+        if label_nc not in (None, semantics.label_nc):
+            raise SystemExit(f"spadegan evaluate: {path} takes {semantics.label_nc} classes, the others {label_nc}")
+        label_nc = semantics.label_nc
+        name = names[index] if index < len(names) else Path(path).name
+        methods.append(Method(name, _generator_for(synthesizer, args.style, args.seed), str(path)))
+        synthesizers.append(synthesizer)
+    label_nc = label_nc or 182
+    data = DataConfig(dataset_mode="custom", label_dir=str(label_dir), image_dir=str(image_dir), phase="test",
+                      preprocess_mode="none", is_train=False, no_flip=True, label_nc=label_nc,
+                      contain_dontcare_label=True, use_instance=False, max_dataset_size=args.max_images)
+    try:
+        dataset = build_dataset(data)
+    except ValueError as error:
+        raise SystemExit(f"spadegan evaluate: {error}") from None
+
+    inception = None
+    if not args.no_fid:
+        from .evaluation.inception import InceptionFeatures, InceptionWeightsMissingError
+
+        try:
+            inception = InceptionFeatures.from_weights(args.fid_weights, device=device)
+        except InceptionWeightsMissingError as error:
+            if args.fid_weights:
+                raise SystemExit(f"spadegan evaluate: {error}") from None
+            print(f"FID left out: {error}", file=sys.stderr)
+    style_columns, style_lines = {}, []
+    if args.style_metrics:
+        from .evaluation.style_benchmark import StyleBenchmark, map_seed_of, style_benchmark_columns
+
+        height, width = synthesizers[0].output_size if synthesizers else tuple(dataset[0]["label"].shape[-2:])
+        try:
+            map_seed = args.style_map_seed if args.style_map_seed is not None else map_seed_of(args.dataroot)
+            benchmark = StyleBenchmark(size=(width, height), maps=args.style_maps, references=args.style_references,
+                                       map_seed=map_seed, reference_seed=args.style_reference_seed,
+                                       variety_maps=args.style_variety_maps, samples=args.style_samples,
+                                       seed=args.seed)
+        except ValueError as error:
+            raise SystemExit(f"spadegan evaluate: --style_metrics: {error}") from None
+        models = [(method.name, _style_model(synthesizer)) for method, synthesizer in zip(methods, synthesizers)]
+        style_columns, style_lines = style_benchmark_columns(benchmark, models, args.batch_size,
+                                                             progress=not args.no_progress)
+    records = run_protocol(methods, dataset, args.dataset_name, segmenter, label_nc, args.out, args.results,
+                           inception=inception, batch_size=args.batch_size, keep=args.keep,
+                           progress=not args.no_progress, extra=style_columns)
+    results = Path(args.results) if args.results else Path(args.out) / "results.jsonl"
+    print(results_table(load_results(results)))
+    for line in style_lines:
+        print(line)
+    print(f"{len(records)} rows appended to {results}; samples in {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def _style_model(synthesizer):
+    """The facts of a Synthesizer that the style benchmark takes (it sits below the inference layer)."""
+    from .evaluation.style_benchmark import StyleModel
+
+    def synthesize(labels, style, seeds):
+        return synthesizer.synthesize(labels, style=style, seed=seeds)
+
+    return StyleModel(synthesize, has_encoder=synthesizer.networks.encoder is not None,
+                      label_nc=synthesizer.config.semantics.label_nc, output_size=synthesizer.output_size)
+
+
+def _generator_for(synthesizer, style: str, seed: int):
+    """A batch → images function with one seed per image (seed + its index in the data set), so
+    the outputs do not depend on the batch size; ``style='photo'`` encodes each real photo."""
+    counter = {"next": 0}
+
+    def generate(batch):
+        n = batch["label"].shape[0]
+        seeds = [seed + counter["next"] + i for i in range(n)]
+        counter["next"] += n
+        if not synthesizer.takes_style:
+            return synthesizer.synthesize(batch["label"])
+        if style == "photo":
+            return synthesizer.synthesize(batch["label"], style=batch["image"], seed=seeds)
+        return synthesizer.synthesize(batch["label"], seed=seeds)
+
+    return generate
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import Limits, serve
+    except ImportError as error:
+        raise SystemExit(f"spadegan serve: {error}; install the web demo's dependencies (fastapi, uvicorn, "
+                         "python-multipart)") from None
+    from .bundled import BundledModelMissingError
+
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                    max_decoding=args.max_decoding, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    if min(limits.max_upload_bytes, limits.max_pixels, limits.max_decoding, limits.max_batch, limits.max_waiting) < 1:
+        raise SystemExit("spadegan serve: --max_upload_mb, --max_pixels, --max_decoding, --max_batch and "
+                         "--max_waiting must be positive")
+    try:
+        serve(args.checkpoint, host=args.host, port=args.port, device=device_from_gpu_ids(args.gpu_ids),
+              limits=limits, extra_presets=args.preset or (), background=args.background,
+              precision=args.precision, allowed_hosts=args.allowed_hosts)
+    except (BundledModelMissingError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"spadegan serve: {error}") from None
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .serve.study import StudyStore
+
+    if args.report:
+        if not Path(args.db).is_file():
+            raise SystemExit(f"spadegan study: {args.db}: no such file (no votes recorded there)")
+        report = StudyStore(args.db).report(args.name_a, args.name_b)
+        print(json.dumps(report.as_dict()) if args.json else report.text())
+        return 0
+    if not (args.a and args.b and args.labels):
+        raise SystemExit("spadegan study: give --a, --b and --labels (folders of images and label maps matched by "
+                         "file name), or --report")
+    from .serve.study import run_study
+
+    try:
+        run_study(args.a, args.b, args.labels, args.db, name_a=args.name_a or Path(args.a).name,
+                  name_b=args.name_b or Path(args.b).name, host=args.host, port=args.port, palette=args.palette,
+                  allowed_hosts=tuple(args.allowed_hosts))
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"spadegan study: {error}") from None
+    return 0
+
+
+def add_allowed_hosts_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allowed_hosts", "--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                        help="Host names to answer besides this machine's (localhost, 127.0.0.1, [::1]), --host and "
+                        "IP addresses; '*' answers any (other names are refused: a guard against DNS rebinding)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spadegan", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"spadegan {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synthesize", help="turn label maps into images",
+                                description="Label maps in, pictures out: PNGs and an index.html gallery in --out.")
+    synth.add_argument("labels", nargs="+", help="label-map PNG files or folders of them: class ids (grayscale, "
+                       "palette-index or 16-bit PNG) or the model's palette colours (RGB PNG)")
+    synth.add_argument("--checkpoint", default=None,
+                       help="our checkpoint folder, a training run folder, or an official folder (opt.txt + "
+                       "*_net_G.pth); default: the model bundled with the package")
+    synth.add_argument("--out", required=True, help="output folder (PNG files and index.html)")
+    synth.add_argument("--instances", nargs="+", help="instance maps, one per label map in order, "
+                       "or a folder holding them under the label maps' file names")
+    synth.add_argument("--style", help="a reference image whose style the image encoder reads, for every input "
+                       "(paper Fig. 1; models with an encoder)")
+    synth.add_argument("--seed", type=int, default=None,
+                       help="random style seed S, 0 <= S < 2**63 (models with an encoder; default: a random "
+                       "one, printed)")
+    synth.add_argument("--samples", type=int, default=1, metavar="K",
+                       help="K images of each label map with seeds S, S+1, ... (Fig. 9), named NAME_s{k}.png")
+    sizing = synth.add_mutually_exclusive_group()
+    sizing.add_argument("--size", type=int, nargs="+", metavar="N",
+                        help="N or HEIGHT WIDTH: resize label maps (nearest) to it first; the network must make "
+                        "that size (a SPADE generator makes its own size only)")
+    sizing.add_argument("--resize", action="store_true",
+                        help="resize label maps (nearest) to the model's size, as the official test preprocessing")
+    synth.add_argument("--batch_size", type=int, default=1, help="images per forward pass")
+    synth.add_argument("--max_pixels", type=int, default=MAX_INPUT_PIXELS, metavar="N",
+                       help="refuse input images of more than N pixels, read from their headers before decoding "
+                       "(default: %(default)s = 4096², about a GiB to decode and resize a colour label map)")
+    synth.add_argument("--which_epoch", default="latest", help="checkpoint epoch to load (official name)")
+    synth.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    synth.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                       help="bf16: convolutions in bfloat16, several times faster on CPUs with AMX and on "
+                            "GPUs; not exact (pixels move by about 1/255); default fp32, the exact computation")
+    synth.set_defaults(run=cmd_synthesize)
+
+    from .options import add_train_arguments
+
+    train = commands.add_parser("train", help="train SPADE or pix2pixHD (official option names)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_train_arguments(train)
+    train.set_defaults(run=cmd_train)
+
+    export = commands.add_parser("export", help="write a checkpoint in the official layout, or G as ONNX")
+    export.add_argument("checkpoint", help="our checkpoint folder, or a run folder (its newest checkpoint); "
+                        "for --onnx also an official folder")
+    export.add_argument("--official", help="output folder: {epoch}_net_{G,D,E}.pth + opt.txt")
+    export.add_argument("--onnx", help="output file: the generator as ONNX (spectral norm folded, dynamic batch)")
+    export.add_argument("--inference", help="output folder: our checkpoint with only what inference needs "
+                        "(the EMA generator where there is one, the encoder)")
+    export.add_argument("--half", action="store_true", help="with --inference: store the weights in float16")
+    export.add_argument("--no_ema", action="store_true",
+                        help="with --inference: the trained generator instead of its EMA average")
+    export.add_argument("--which_epoch", default="latest")
+    export.add_argument("--ema", action="store_true", help="export the EMA generator as G")
+    export.set_defaults(run=cmd_export)
+
+    evaluate = commands.add_parser("evaluate", help="the paper's protocol: mIoU / accuracy of a segmenter on "
+                                   "synthesized images, FID, against the real-image upper bound")
+    evaluate.add_argument("--checkpoint", nargs="+", default=[], help="checkpoints to score (ours, run or official "
+                          "folders); the real images are always scored too")
+    evaluate.add_argument("--name", nargs="+", help="a table name per checkpoint (default: folder names)")
+    evaluate.add_argument("--dataroot", help="a data set folder with val_label/val_img (or test_, train_) folders, "
+                          "as spadegan landscapes writes")
+    evaluate.add_argument("--label_dir", help="label maps (class ids), instead of --dataroot")
+    evaluate.add_argument("--image_dir", help="the matching real photos, instead of --dataroot")
+    evaluate.add_argument("--dataset_name", default="landscapes", help="the data set's column in the table")
+    evaluate.add_argument("--segmenter", default="landscapes", help="a registered segmenter name")
+    evaluate.add_argument("--segmenter_weights", help="its weight file (the bundled one by default where there is one)")
+    evaluate.add_argument("--fid_weights", help="pt_inception-2015-12-05-6726825d.pth (or set SPADE_FID_WEIGHTS, "
+                          "or put it in the torch hub cache); without it FID is left out")
+    evaluate.add_argument("--no_fid", action="store_true", help="skip FID even if the weights are found")
+    evaluate.add_argument("--style", choices=["random", "photo"], default="random",
+                          help="models with an encoder: a random style per image (seeded), or each real photo's")
+    evaluate.add_argument("--seed", type=int, default=0, help="image i gets style seed SEED + i")
+    evaluate.add_argument("--out", required=True, help="folder for index.html, sample images and results.jsonl")
+    evaluate.add_argument("--results", help="jsonl file to append to (default OUT/results.jsonl)")
+    evaluate.add_argument("--batch_size", type=int, default=8)
+    evaluate.add_argument("--max_images", type=int, default=9223372036854775807, help="score the first N only")
+    evaluate.add_argument("--keep", type=int, default=8, help="samples shown in index.html")
+    evaluate.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    evaluate.add_argument("--no_progress", action="store_true")
+    from .evaluation.style_benchmark import StyleBenchmark as Style
+
+    style = evaluate.add_argument_group("style benchmark", "held-out landscape maps synthesized in the style of "
+                                        "reference landscapes of other layouts, scored by how their class colours "
+                                        "follow the references' (docs/style_benchmark.md)")
+    style.add_argument("--style_metrics", action="store_true", help="also run the style benchmark on the models "
+                       "with an image encoder; the real images' row gets the perfect transfer's scores")
+    style.add_argument("--style_maps", type=int, metavar="N", default=Style.maps,
+                       help="maps synthesized in every reference's style (default: %(default)s)")
+    style.add_argument("--style_references", type=int, metavar="N", default=Style.references,
+                       help="reference pictures (default: %(default)s)")
+    style.add_argument("--style_variety_maps", type=int, metavar="N", default=Style.variety_maps,
+                       help="maps sampled for seed variety (default: %(default)s)")
+    style.add_argument("--style_samples", type=int, metavar="K", default=Style.samples,
+                       help="random-style samples of each of those maps (default: %(default)s)")
+    style.add_argument("--style_map_seed", type=int, metavar="SEED", default=None, help="maps: landscapes (SEED, "
+                       f"i) (default: the seed of a landscapes --dataroot, else {Style.map_seed})")
+    style.add_argument("--style_reference_seed", type=int, metavar="SEED", default=Style.reference_seed,
+                       help="references: landscapes (SEED, j) (default: %(default)s)")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    importer = commands.add_parser("import", help="turn an official checkpoint folder into ours")
+    importer.add_argument("official", help="official folder: opt.txt + {epoch}_net_G.pth ...")
+    importer.add_argument("--out", required=True, help="our checkpoint folder to write")
+    importer.add_argument("--which_epoch", default="latest")
+    importer.set_defaults(run=cmd_import)
+
+    landscapes = commands.add_parser("landscapes", help="write a procedural landscape data set "
+                                     "(COCO-Stuff ids; train_label/, train_inst/, train_img/ PNGs)")
+    landscapes.add_argument("--out", required=True, help="output folder (resumed if made with the same seed and size)")
+    landscapes.add_argument("--count", type=int, required=True, help="number of samples")
+    landscapes.add_argument("--size", default="256", help="256 (square) or WIDTHxHEIGHT, e.g. 512x256")
+    landscapes.add_argument("--seed", type=int, default=0, help="data set seed: sample i comes from (seed, i)")
+    landscapes.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    landscapes.add_argument("--overwrite", action="store_true", help="delete the samples already in --out first")
+    landscapes.set_defaults(run=cmd_landscapes)
+
+    pseudo = commands.add_parser("pseudo-label", help="label unlabeled photos with a segmenter and write a "
+                                 "training set (train_label/, train_img/ PNGs), as the paper did for Flickr landscapes")
+    pseudo.add_argument("photos", help="a folder of photos (or one photo)")
+    pseudo.add_argument("--segmenter", default="landscapes",
+                        help="registered segmenter: landscapes (shipped), drn-d-105, deeplabv2, upernet-101")
+    pseudo.add_argument("--weights", default=None, help="weights file or folder (default: the segmenter's own, if any)")
+    pseudo.add_argument("--out", required=True, help="output folder")
+    pseudo.add_argument("--size", type=int, default=None,
+                        help="resize each photo so its shorter side is SIZE before segmenting (default: as it is)")
+    pseudo.add_argument("--square", action="store_true", help="with --size: centre-crop to SIZE x SIZE")
+    pseudo.add_argument("--recursive", action="store_true", help="also take photos in subfolders")
+    pseudo.add_argument("--batch_size", type=int, default=1, help="photos segmented together (same size only)")
+    pseudo.add_argument("--overwrite", action="store_true", help="redo photos already written")
+    pseudo.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    pseudo.set_defaults(run=cmd_pseudo_label)
+
+    serve = commands.add_parser("serve", help="the GauGAN-style web demo: paint a label map, get a picture "
+                                "(API docs at /docs)")
+    serve.add_argument("--checkpoint", default=None, help="checkpoint, run or official folder "
+                       "(default: the bundled model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    add_allowed_hosts_argument(serve)
+    serve.add_argument("--gpu_ids", default=None, help="'-1' for CPU, '0' for the first GPU (default: GPU if any)")
+    serve.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                       help="bf16: convolutions in bfloat16, faster on CPUs with AMX and on GPUs, not exact")
+    serve.add_argument("--preset", action="append", metavar="IMAGE", help="add a style preset (repeatable)")
+    serve.add_argument("--background", default=None, help="class the canvas starts with and the eraser paints "
+                       "(name or id; default: sky)")
+    serve.add_argument("--max_upload_mb", type=float, default=8.0, help="largest upload per file (default: 8)")
+    serve.add_argument("--max_pixels", type=int, default=2048 * 2048, help="largest uploaded image in pixels")
+    serve.add_argument("--max_decoding", type=int, default=2, help="uploads decoded at once; each may hold "
+                       "up to max_upload_mb + 64 bytes per pixel while it is decoded (default: 2)")
+    serve.add_argument("--max_batch", type=int, default=4, help="requests synthesized together (default: 4)")
+    serve.add_argument("--max_waiting", type=int, default=32, help="queued requests, and uploads waiting to be "
+                       "decoded, before 503 (default: 32)")
+    serve.set_defaults(run=cmd_serve)
+
+    study = commands.add_parser("study", help="a preference study between two methods' images of the same label "
+                                "maps (the paper's Table 2 protocol); --report for the result")
+    study.add_argument("--a", help="folder of method A's images (matched to the label maps by file name)")
+    study.add_argument("--b", help="folder of method B's images")
+    study.add_argument("--labels", help="folder of the label maps")
+    study.add_argument("--db", default="votes.sqlite", help="SQLite file of the trials and votes (default: votes.sqlite)")
+    study.add_argument("--name_a", default=None, help="method A's name in the report (default: its folder's name)")
+    study.add_argument("--name_b", default=None, help="method B's name in the report")
+    study.add_argument("--palette", default="coco", help="palette for label maps stored as ids: coco, ade20k, "
+                       "cityscapes (default: coco)")
+    study.add_argument("--host", default="127.0.0.1")
+    study.add_argument("--port", type=int, default=8001)
+    add_allowed_hosts_argument(study)
+    study.add_argument("--report", action="store_true", help="print the preference for A with its 95%% Wilson "
+                       "interval and exit")
+    study.add_argument("--json", action="store_true", help="with --report: as JSON")
+    study.set_defaults(run=cmd_study)
+    return parser
+
+
+def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every long option also answers to its other spelling, ``--max_batch`` to ``--max-batch``
+    and the reverse, in ``parser`` and its subcommands. The names shown are the official
+    underscore ones (users arrive with the official README's command lines); the other spelling is
+    accepted and not listed."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in {id(p): p for p in action.choices.values()}.values():
+                accept_both_spellings(command)
+            continue
+        for option in list(action.option_strings):
+            name = option[2:]
+            if not option.startswith("--") or ("_" in name) == ("-" in name):
+                continue
+            other = "--" + (name.replace("_", "-") if "_" in name else name.replace("-", "_"))
+            parser._option_string_actions.setdefault(other, action)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = accept_both_spellings(build_parser()).parse_args(argv)
+    keep_freed_memory()
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""A compiled CPU kernel for the fast SPADE path, with the pure-PyTorch path as the fallback.
+
+``modulate`` looks up each pixel's ``[s | t]`` row and computes ``(x − μ)·s + t`` in one pass
+(``csrc/modulate.cpp``), with the leaky ReLU that follows in a residual block when asked.
+It is built with ``torch.utils.cpp_extension`` by the set-up
+(``python -m spadegan.nn.kernels``) into ``$SPADE_KERNELS_DIR`` (default: ``build/kernels`` beside
+the package's source tree, else the user cache). It is used for inference only (no gradients),
+on float32 channels-last CPU tensors; everywhere else, and whenever it is not built, the
+PyTorch ops compute the same thing (tests hold them equal). ``SPADE_KERNELS=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).parent / "csrc" / "modulate.cpp"
+_module = None
+_tried = False
+
+
+def build_dir() -> Path:
+    if "SPADE_KERNELS_DIR" in os.environ:
+        return Path(os.environ["SPADE_KERNELS_DIR"])
+    repo = Path(__file__).resolve().parents[3]
+    if (repo / "pyproject.toml").is_file():  # an editable install: keep the build in the repository
+        return repo / "build" / "kernels"
+    return Path.home() / ".cache" / "spadegan" / "kernels"
+
+
+def load(build: bool = False, verbose: bool = False):
+    """The compiled module, or None. Builds it only when ``build`` (the set-up does); otherwise
+    loads a build that is already there."""
+    global _module, _tried
+    if _module is not None or (_tried and not build):
+        return _module
+    _tried = True
+    if os.environ.get("SPADE_KERNELS", "1") == "0":
+        return None
+    directory = build_dir()
+    if not build and not any(directory.glob("spade_kernels*.so")):
+        return None
+    try:
+        from torch.utils.cpp_extension import load as load_extension
+
+        directory.mkdir(parents=True, exist_ok=True)
+        _module = load_extension(name="spade_kernels", sources=[str(_SOURCE)], build_directory=str(directory),
+                                 extra_cflags=["-O3"], verbose=verbose)
+    except Exception as error:  # no compiler, no ninja: the PyTorch path stays
+        if build:
+            print(f"spadegan: the compiled SPADE kernel did not build ({error}); the PyTorch path is used",
+                  file=sys.stderr)
+        _module = None
+    return _module
+
+
+def usable(x: torch.Tensor, rows: torch.Tensor | None = None) -> bool:
+    """Whether the compiled kernel applies: inference, CPU, float32, channels-last, built."""
+    if torch.is_grad_enabled() and (x.requires_grad or (rows is not None and rows.requires_grad)):
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32 or (rows is not None and rows.dtype != torch.float32):
+        return False
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    return load() is not None
+
+
+def modulate(x: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor, mean: torch.Tensor | None,
+             negative_slope: float | None = None, extra_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``(x − mean)·s + t`` per pixel from its row ``[s | t]``, then a leaky ReLU when a slope
+    is given. Rows from ``len(rows)`` on are read from ``extra_rows`` (no concatenation)."""
+    return load().modulate(x, rows.contiguous(), pixel_row, mean, negative_slope, extra_rows)
+
+
+def modulate_pair(x: torch.Tensor, upsample: bool, pixel_row: torch.Tensor, first: tuple, second: tuple
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two modulations of one input (2× nearest-upsampled first when ``upsample``), each given
+    as ``(rows, extra_rows, mean, negative_slope)``, in one pass over x."""
+    return tuple(load().modulate_pair(x, upsample, pixel_row, *first, *second))
+
+
+if __name__ == "__main__":
+    module = load(build=True, verbose="-v" in sys.argv)
+    print(f"spadegan: compiled SPADE kernel {'ready in ' + str(build_dir()) if module else 'not available'}")

@@ -1,0 +1,100 @@
+"""Spatially-adaptive normalization (SPADE) and the SPADE residual block.
+
+SPADE (paper Sec. 3.1, Eq. 1, Fig. 2): normalize activations with a parameter-free norm, then
+modulate them per pixel, ``x̂ · (1 + γ(m)) + β(m)``, where γ and β are tensors predicted from the
+semantic map ``m`` by a small conv net (shared conv + ReLU, then a γ conv and a β conv). Because
+γ and β vary per pixel, the normalization no longer washes the layout away (Fig. 3).
+
+Parameter and buffer names follow the official implementation so that its weights load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from .fast_spade import LabelMaps, resnet_block_fast, spade_modulate
+from .norm import ParamFreeKind, param_free_norm
+
+NEGATIVE_SLOPE = 0.2  # the leaky ReLU of the residual block (official: 2e-1)
+
+
+class SPADE(nn.Module):
+    """One SPADE layer (Fig. 2)."""
+
+    def __init__(
+        self,
+        norm_channels: int,             # channels of the activations being normalized
+        label_channels: int,            # channels of the semantic map (one-hot + don't-care + edges)
+        param_free: ParamFreeKind = "syncbatch",  # the parameter-free norm
+        kernel_size: int = 3,           # kernel of the label network's convs
+        hidden_channels: int = 128,     # the label network's width; fixed at 128 in the official code
+    ):
+        super().__init__()
+        self.param_free_norm = param_free_norm(param_free, norm_channels, affine=False)
+        padding = kernel_size // 2
+        self.mlp_shared = nn.Sequential(
+            nn.Conv2d(label_channels, hidden_channels, kernel_size, padding=padding), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
+        self.mlp_beta = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelMaps) -> torch.Tensor:
+        """``segmap``: the one-hot semantic map, or its :class:`LabelMaps`, which select the
+        exact fast computation of :mod:`spadegan.nn.fast_spade`."""
+        if isinstance(segmap, LabelMaps):
+            return spade_modulate(self, x, segmap.at(x.shape[2:]), segmap.num_classes)
+        normalized = self.param_free_norm(x)
+        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")  # to this layer's resolution
+        actv = self.mlp_shared(segmap)
+        gamma = self.mlp_gamma(actv)
+        beta = self.mlp_beta(actv)
+        return normalized * (1 + gamma) + beta  # Eq. 1
+
+
+class SPADEResnetBlock(nn.Module):
+    """The SPADE residual block (Fig. 4, left): two SPADE-ReLU-conv units, and a learned
+    SPADE-conv shortcut when the channel count changes."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        label_channels: int,
+        param_free: ParamFreeKind = "syncbatch",
+        kernel_size: int = 3,           # SPADE label-network kernel
+        spectral: bool = True,          # spectral norm on conv_0, conv_1, conv_s (not on SPADE convs)
+        hidden_channels: int = 128,
+    ):
+        super().__init__()
+        self.learned_shortcut = in_channels != out_channels
+        middle = min(in_channels, out_channels)
+        wrap = spectral_norm if spectral else (lambda m: m)
+        self.conv_0 = wrap(nn.Conv2d(in_channels, middle, 3, padding=1))
+        self.conv_1 = wrap(nn.Conv2d(middle, out_channels, 3, padding=1))
+        if self.learned_shortcut:
+            self.conv_s = wrap(nn.Conv2d(in_channels, out_channels, 1, bias=False))
+        spade_args = dict(label_channels=label_channels, param_free=param_free,
+                          kernel_size=kernel_size, hidden_channels=hidden_channels)
+        self.norm_0 = SPADE(in_channels, **spade_args)
+        self.norm_1 = SPADE(middle, **spade_args)
+        if self.learned_shortcut:
+            self.norm_s = SPADE(in_channels, **spade_args)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps, upsample: bool = False) -> torch.Tensor:
+        """``upsample``: take x upsampled 2× (nearest) as the input, as the generator feeds its up
+        blocks (the fast path, selected by :class:`LabelMaps`, never makes the upsampled map)."""
+        if isinstance(seg, LabelMaps):
+            return resnet_block_fast(self, x, seg, upsample)
+        if upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x  # no activation (official)
+        dx = self.conv_0(actvn(self.norm_0(x, seg)))
+        dx = self.conv_1(actvn(self.norm_1(dx, seg)))
+        return x_s + dx
+
+
+def actvn(x: torch.Tensor) -> torch.Tensor:
+    """The residual block's activation (the official ``actvn``)."""
+    return F.leaky_relu(x, NEGATIVE_SLOPE)
