@@ -310,7 +310,7 @@ def test_default_checkpoint_is_the_bundled_model(model, tmp_path, monkeypatch):
 
 def test_missing_bundled_model_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv(bundled.ENV_VAR, raising=False)
-    assert bundled.bundled_model_path().parts[-3:] == ("spade", "weights", "landscapes")
+    assert bundled.bundled_model_path().parts[-3:] == ("spadegan", "weights", "landscapes")
     missing = tmp_path / "nowhere"
     monkeypatch.setenv(bundled.ENV_VAR, str(missing))
     label = write(tmp_path / "scene.png", landscape())
