@@ -176,7 +176,7 @@ def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], siz
     from PIL import Image
 
     from .imageio import read_image
-    from .inference import Layout, Synthesizer
+    from .inference import Layout, Synthesizer, batches_by_size
 
     labels = plan.labels
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
@@ -201,12 +201,7 @@ def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], siz
         print(f"seed {seed} (pass --seed {seed} to make these images again)")
     seeds = [None if seed is None else seed + k for k in range(args.samples)]  # sample k: seed S + k (Fig. 9)
 
-    # (input, sample) pairs, batched among maps of one size.
-    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for index, layout in enumerate(layouts):
-        groups.setdefault(layout.size, []).extend((index, k) for k in range(args.samples))
-    batches = [items[i:i + args.batch_size] for items in groups.values()
-               for i in range(0, len(items), args.batch_size)]
+    batches = batches_by_size(layouts, args.samples, args.batch_size)
     with tqdm(total=len(labels) * args.samples, desc="synthesize", unit="img",
               disable=len(labels) * args.samples < 2) as progress:
         for batch in batches:
@@ -245,6 +240,7 @@ def label_preview(ids: torch.Tensor, palette):
 def cmd_train(args: argparse.Namespace) -> int:
     import json
 
+    from .nn.vgg import VGGWeightsMissingError
     from .options import run_config_from_args
     from .training.loop import TrainingDiverged, train
 
@@ -261,12 +257,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               "(see docs/training.md)", file=sys.stderr)
     try:
         result = train(run, resume=bool(args.continue_train), device=device, progress=not args.no_progress)
-    except (TrainingDiverged, ValueError, FileNotFoundError, FileExistsError) as error:
+    except (TrainingDiverged, VGGWeightsMissingError, ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(f"spadegan train: {error}") from None
-    except RuntimeError as error:
-        if type(error).__name__ == "VGGWeightsMissingError":
-            raise SystemExit(f"spadegan train: {error}") from None
-        raise
     print(f"trained to step {result.step}; checkpoint {result.checkpoint}")
     return 0
 
@@ -342,7 +334,7 @@ def cmd_landscapes(args: argparse.Namespace) -> int:
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from .evaluation.pseudo_label import PseudoLabelError, pseudo_label
-    from .evaluation.segmenters import get_segmenter
+    from .evaluation.segmenters import dataset_label_nc, get_segmenter
 
     try:
         segmenter = get_segmenter(args.segmenter, weights=args.weights, device=device_from_gpu_ids(args.gpu_ids))
@@ -354,9 +346,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
                               weights=args.weights)
     except PseudoLabelError as error:
         raise SystemExit(f"spadegan pseudo-label: {error}") from None
-    # label_nc the ids need: the data set's class count where the segmenter's ids are a known one.
-    label_nc = {"landscapes": 182, "deeplabv2": 182, "drn-d-105": 35, "upernet-101": 150}.get(
-        args.segmenter, max(segmenter.class_ids) + 1)
+    label_nc = dataset_label_nc(segmenter)
     print(f"wrote {len(result.written)} samples ({len(result.skipped)} already there) to {args.out}; train with\n"
           f"  spadegan train --dataset_mode custom --label_nc {label_nc} --no_instance "
           f"--label_dir {result.label_dir} --image_dir {result.image_dir} ...")
@@ -403,7 +393,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import build_dataset
     from .evaluation.protocol import Method, load_results, results_table, run_protocol
     from .evaluation.segmenters import get_segmenter
-    from .inference import Synthesizer
+    from .inference import Synthesizer, protocol_generator, style_model
 
     device = device_from_gpu_ids(args.gpu_ids)
     names = args.name or []
@@ -426,7 +416,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit(f"spadegan evaluate: {path} takes {semantics.label_nc} classes, the others {label_nc}")
         label_nc = semantics.label_nc
         name = names[index] if index < len(names) else Path(path).name
-        methods.append(Method(name, _generator_for(synthesizer, args.style, args.seed), str(path)))
+        methods.append(Method(name, protocol_generator(synthesizer, args.style, args.seed), str(path)))
         synthesizers.append(synthesizer)
     label_nc = label_nc or 182
     data = DataConfig(dataset_mode="custom", label_dir=str(label_dir), image_dir=str(image_dir), phase="test",
@@ -460,7 +450,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                        seed=args.seed)
         except ValueError as error:
             raise SystemExit(f"spadegan evaluate: --style_metrics: {error}") from None
-        models = [(method.name, _style_model(synthesizer)) for method, synthesizer in zip(methods, synthesizers)]
+        models = [(method.name, style_model(synthesizer)) for method, synthesizer in zip(methods, synthesizers)]
         style_columns, style_lines = style_benchmark_columns(benchmark, models, args.batch_size,
                                                              progress=not args.no_progress)
     records = run_protocol(methods, dataset, args.dataset_name, segmenter, label_nc, args.out, args.results,
@@ -472,35 +462,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(line)
     print(f"{len(records)} rows appended to {results}; samples in {Path(args.out) / 'index.html'}")
     return 0
-
-
-def _style_model(synthesizer):
-    """The facts of a Synthesizer that the style benchmark takes (it sits below the inference layer)."""
-    from .evaluation.style_benchmark import StyleModel
-
-    def synthesize(labels, style, seeds):
-        return synthesizer.synthesize(labels, style=style, seed=seeds)
-
-    return StyleModel(synthesize, has_encoder=synthesizer.networks.encoder is not None,
-                      label_nc=synthesizer.config.semantics.label_nc, output_size=synthesizer.output_size)
-
-
-def _generator_for(synthesizer, style: str, seed: int):
-    """A batch → images function with one seed per image (seed + its index in the data set), so
-    the outputs do not depend on the batch size; ``style='photo'`` encodes each real photo."""
-    counter = {"next": 0}
-
-    def generate(batch):
-        n = batch["label"].shape[0]
-        seeds = [seed + counter["next"] + i for i in range(n)]
-        counter["next"] += n
-        if not synthesizer.takes_style:
-            return synthesizer.synthesize(batch["label"])
-        if style == "photo":
-            return synthesizer.synthesize(batch["label"], style=batch["image"], seed=seeds)
-        return synthesizer.synthesize(batch["label"], seed=seeds)
-
-    return generate
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

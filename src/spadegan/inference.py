@@ -366,3 +366,42 @@ class Synthesizer:
         """PIL images, one per label map in the batch (or per seed)."""
         images = self.synthesize(label_map, instance_map, style=style, seed=seed, z=z, resize=resize, size=size)
         return [to_pil(image) for image in images]
+
+
+def batches_by_size(layouts: Sequence[Layout], samples: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """(layout index, sample k) pairs for ``samples`` samples of each layout, in batches of at
+    most ``batch_size`` among layouts of one size (a batch is one tensor)."""
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for index, layout in enumerate(layouts):
+        groups.setdefault(layout.size, []).extend((index, k) for k in range(samples))
+    return [items[i:i + batch_size] for items in groups.values() for i in range(0, len(items), batch_size)]
+
+
+def style_model(synthesizer: Synthesizer):
+    """The facts of a Synthesizer that the style benchmark takes (it sits below the inference layer)."""
+    from .evaluation.style_benchmark import StyleModel  # imported on use: serving never needs it
+
+    def synthesize(labels, style, seeds):
+        return synthesizer.synthesize(labels, style=style, seed=seeds)
+
+    return StyleModel(synthesize, has_encoder=synthesizer.networks.encoder is not None,
+                      label_nc=synthesizer.config.semantics.label_nc, output_size=synthesizer.output_size)
+
+
+def protocol_generator(synthesizer: Synthesizer, style: str, seed: int):
+    """For ``spadegan evaluate``: a batch → images function with one seed per image (``seed`` +
+    its index in the data set), so the outputs do not depend on the batch size;
+    ``style='photo'`` encodes each real photo."""
+    counter = {"next": 0}
+
+    def generate(batch):
+        n = batch["label"].shape[0]
+        seeds = [seed + counter["next"] + i for i in range(n)]
+        counter["next"] += n
+        if not synthesizer.takes_style:
+            return synthesizer.synthesize(batch["label"])
+        if style == "photo":
+            return synthesizer.synthesize(batch["label"], style=batch["image"], seed=seeds)
+        return synthesizer.synthesize(batch["label"], seed=seeds)
+
+    return generate

@@ -87,6 +87,17 @@ def default_segmenter(dataset_mode: str) -> str:
     return _DEFAULTS[dataset_mode]
 
 
+# The class count of the data set whose ids each registered segmenter predicts: what a model
+# trained on its label maps takes as --label_nc.
+_DATASET_LABEL_NC = {"landscapes": 182, "deeplabv2": 182, "drn-d-105": 35, "upernet-101": 150}
+
+
+def dataset_label_nc(segmenter: Segmenter) -> int:
+    """``--label_nc`` for label maps of ``segmenter``'s ids: its data set's class count where it
+    is a registered one, else one more than the largest id it predicts."""
+    return _DATASET_LABEL_NC.get(segmenter.name, max(segmenter.class_ids) + 1)
+
+
 def _landscapes(weights, device, **options):
     from .landscape import load_landscape_segmenter
     return load_landscape_segmenter(weights, device=device, **options)
@@ -113,4 +124,4 @@ register_segmenter("deeplabv2", _deeplab)
 register_segmenter("upernet-101", _upernet)
 
 __all__ = ["NetworkSegmenter", "Preprocessing", "Segmenter", "SegmenterFactory", "default_segmenter",
-           "get_segmenter", "list_segmenters", "read_state_dict", "register_segmenter", "unregister_segmenter"]
+           "dataset_label_nc", "get_segmenter", "list_segmenters", "read_state_dict", "register_segmenter", "unregister_segmenter"]
