@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write
 from ..checkpoint import CHECKPOINTS, LATEST, latest_checkpoint, load_checkpoint, save_checkpoint
-from ..config import RunConfig, TrainConfig
+from ..config import ModelConfig, RunConfig, TrainConfig
 from ..data import build_dataset
 from ..losses import VGGPerceptualLoss
 from ..models import Networks, build_networks
@@ -257,6 +257,71 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
+class RunCheckpoints:
+    """A run's checkpoints as the loop saves them: every rank calls :meth:`save` together (the
+    RNG states are gathered from all), rank 0 writes the folder, points ``latest`` at it and
+    prunes the older step checkpoints."""
+
+    def __init__(self, checkpoints_dir: Path, ctx: Distributed, keep: int, model_config: ModelConfig,
+                 trained: tuple[nn.Module, nn.Module, nn.Module | None], ema: EMA | None,
+                 optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+                 scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler] | None, batch_size: int, seed: int):
+        self.checkpoints_dir, self.ctx, self.keep = checkpoints_dir, ctx, keep
+        self.model_config, self.trained, self.ema = model_config, trained, ema  # G, D, E as trained (maybe DDP-wrapped)
+        self.optimizers, self.scalers = optimizers, scalers  # (G, D); scalers only with fp16 loss scaling
+        self.batch_size, self.seed = batch_size, seed
+        self.last_saved: Path | None = None
+        self.saved_at_step = -1  # on every rank, so that all ranks agree on the final save
+
+    def _gather_rng(self) -> Any:
+        mine = rng_state()
+        if not self.ctx.enabled:
+            return mine
+        everyone: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
+
+    def save(self, name: str, step: int, epoch: int, batch_in_epoch: int) -> None:
+        rng = self._gather_rng()  # a collective: every rank takes part, rank 0 writes
+        self.saved_at_step = step
+        if not self.ctx.is_main:
+            return
+        optimizer_g, optimizer_d = self.optimizers
+        training_state = {
+            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "batch_size": self.batch_size,
+            "seed": self.seed, "optimizer_G": optimizer_g.state_dict(), "optimizer_D": optimizer_d.state_dict(),
+            "scaler_G": self.scalers[0].state_dict() if self.scalers else None,
+            "scaler_D": self.scalers[1].state_dict() if self.scalers else None, "rng": rng,
+        }
+        generator, discriminator, encoder = self.trained
+        plain = Networks(self.model_config, _unwrap(generator), _unwrap(discriminator),
+                         None if encoder is None else _unwrap(encoder))
+        folder = save_checkpoint(self.checkpoints_dir / name, plain,
+                                 ema_generator=None if self.ema is None else self.ema.model,
+                                 training_state=training_state, extra={"step": step, "epoch": epoch})
+        atomic_write(self.checkpoints_dir / LATEST, lambda tmp: tmp.write_text(name + "\n"))
+        _prune(self.checkpoints_dir, self.keep, protect=folder)
+        self.last_saved = folder
+
+
+def due(step: int, freq: int, batch_size: int) -> bool:
+    """Whether a ``freq`` (the official counters count images) was just passed at ``step``."""
+    return freq > 0 and (step * batch_size) % freq < batch_size
+
+
+def out_of_time(deadline: float | None, ctx: Distributed, device: torch.device) -> bool:
+    """Whether ``deadline`` (time.monotonic) has passed, on any rank: rank clocks differ, and the
+    ranks must stop together."""
+    if deadline is None:
+        return False
+    late = torch.tensor([int(time.monotonic() > deadline)], dtype=torch.int32)
+    if ctx.enabled:
+        flag = late.to(device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        late = flag.cpu()
+    return bool(late.item())
+
+
 def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool, progress: bool) -> TrainResult:
     cfg = run.train
     run_dir = Path(cfg.run_dir)
@@ -385,50 +450,10 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
         " (stops by %H:%M)", time.localtime(time.time() + deadline - time.monotonic()))
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and ctx.is_main), unit="it",
                desc="train" + stop_clock, dynamic_ncols=True)
-    last_saved: Path | None = None
-    saved_at_step = -1
-
-    def gather_rng() -> Any:
-        mine = rng_state()
-        if not ctx.enabled:
-            return mine
-        everyone: list[Any] = [None] * ctx.world_size
-        dist.all_gather_object(everyone, mine)
-        return everyone
-
-    def save(name: str) -> None:
-        nonlocal last_saved, saved_at_step
-        rng = gather_rng()  # a collective: every rank takes part, rank 0 writes
-        saved_at_step = step  # on every rank, so that all ranks agree on the final save
-        if not ctx.is_main:
-            return
-        training_state = {
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_index, "batch_size": cfg.batch_size,
-            "seed": cfg.seed, "optimizer_G": optimizer_g.state_dict(), "optimizer_D": optimizer_d.state_dict(),
-            "scaler_G": scaler_g.state_dict() if use_scaler else None,
-            "scaler_D": scaler_d.state_dict() if use_scaler else None, "rng": rng,
-        }
-        plain = Networks(model_config, _unwrap(generator), _unwrap(discriminator),
-                         None if encoder is None else _unwrap(encoder))
-        folder = save_checkpoint(checkpoints_dir / name, plain, ema_generator=None if ema is None else ema.model,
-                                 training_state=training_state, extra={"step": step, "epoch": epoch})
-        atomic_write(checkpoints_dir / LATEST, lambda tmp: tmp.write_text(name + "\n"))
-        _prune(checkpoints_dir, cfg.keep_checkpoints, protect=folder)
-        last_saved = folder
-
-    def due(freq: int) -> bool:
-        # The official counters count images: due when a multiple of freq was just passed.
-        return freq > 0 and (step * cfg.batch_size) % freq < cfg.batch_size
-
-    def out_of_time() -> bool:
-        if deadline is None:
-            return False
-        late = torch.tensor([int(time.monotonic() > deadline)], dtype=torch.int32)
-        if ctx.enabled:  # rank clocks differ: stop together, when any rank is late
-            flag = late.to(device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            late = flag.cpu()
-        return bool(late.item())
+    checkpoints = RunCheckpoints(checkpoints_dir, ctx, cfg.keep_checkpoints, model_config,
+                                 (generator, discriminator, encoder), ema,
+                                 (optimizer_g, optimizer_d), (scaler_g, scaler_d) if use_scaler else None,
+                                 cfg.batch_size, cfg.seed)
 
     loader_generator = torch.Generator()  # keeps DataLoader seeding off the global RNG (exact resume)
     started, steps_timed = time.perf_counter(), 0
@@ -481,14 +506,14 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
             bar.update(1)
 
             # -- bookkeeping: log, show, save
-            if due(cfg.print_freq) or step == total_steps:
+            if due(step, cfg.print_freq, cfg.batch_size) or step == total_steps:
                 elapsed = time.perf_counter() - started
                 losses = {k: float(v.detach().float().mean()) for k, v in {**g_losses, **d_losses}.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
                 logger.log({"step": step, "epoch": epoch, "images": step * cfg.batch_size, "losses": losses,
                             "lr_G": lr_g, "lr_D": lr_d, "seconds_per_iteration": elapsed / max(1, steps_timed)})
                 started, steps_timed = time.perf_counter(), 0
-            if due(cfg.display_freq) and ctx.is_main and fake is not None:
+            if due(step, cfg.display_freq, cfg.batch_size) and ctx.is_main and fake is not None:
                 columns = {"synthesized": fake.detach()}
                 if ema is not None:
                     with torch.no_grad(), autocast:
@@ -498,22 +523,22 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
                         columns["EMA"] = ema.model(semantics, z)
                 columns["real"] = real
                 logger.display(step, batch["label"], columns)
-            if due(cfg.save_latest_freq):
-                save(f"step_{step:08d}")
-            if step >= total_steps or out_of_time():
+            if due(step, cfg.save_latest_freq, cfg.batch_size):
+                checkpoints.save(f"step_{step:08d}", step, epoch, batch_index)
+            if step >= total_steps or out_of_time(deadline, ctx, device):
                 total_steps = step  # the run ends here; the final checkpoint below records it
                 break
         if batch_index >= batches_per_epoch:  # the epoch is complete
             finished = epoch
             epoch, batch_index = epoch + 1, 0
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:
-                save(f"epoch_{finished:04d}")
-    if saved_at_step != step:
-        save(f"step_{step:08d}")
+                checkpoints.save(f"epoch_{finished:04d}", step, epoch, batch_index)
+    if checkpoints.saved_at_step != step:
+        checkpoints.save(f"step_{step:08d}", step, epoch, batch_index)
     if ctx.enabled:
         _assert_replicas_identical({"generator": _unwrap(generator), "discriminator": _unwrap(discriminator)}, ctx)
         if ctx.is_main:
             print(f"{ctx.world_size} processes ended with identical weights", file=sys.stderr)
     bar.close()
     logger.close()
-    return TrainResult(step=step, epoch=epoch, checkpoint=last_saved, run_dir=run_dir)
+    return TrainResult(step=step, epoch=epoch, checkpoint=checkpoints.last_saved, run_dir=run_dir)
