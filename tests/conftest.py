@@ -1,14 +1,28 @@
-"""Shared test helpers: where the official fixtures are, and tiny model configs."""
+"""Shared test helpers: where the official fixtures are, numeric bounds, tiny models, maps and runs."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from spadegan import bundled
+from spadegan.checkpoint import Checkpoint, save_inference_checkpoint
+from spadegan.config import (DataConfig, DiscriminatorConfig, EncoderConfig, GeneratorConfig, LossConfig, ModelConfig,
+                             RunConfig, SemanticsConfig, TrainConfig)
+from spadegan.data.landscapes import generate_layout
+from spadegan.inference import Synthesizer
+from spadegan.models import build_networks
+from spadegan.nn.generator import SPADEGenerator
+from spadegan.palettes import COCO_STUFF
+from spadegan.semantics import build_semantics
 
 # The shared fixtures and samples: $SPADE_SHARED, else ../shared beside the repository (CI's
 # layout), else shared/ inside it.
@@ -206,3 +220,130 @@ def float64_user_path_error(name: str, device: str) -> float:
     synthesizer = Synthesizer(networks, device=device, fold=True)
     outputs = [synthesize_fixture_pngs(synthesizer, fx, folder, b, torch.float64) for b in range(fx["label"].shape[0])]
     return float((torch.cat(outputs) - exact_official_output(name)).abs().max())
+
+
+# -- helpers shared by several test modules ------------------------------------------------------
+
+TINY_SIZE = 64  # the tiny models' images
+
+
+def random_label_maps(kind: str, classes: int, size: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "noise":  # every pixel its own region: all boundary, distinct patterns galore
+        labels = torch.randint(0, classes, (2, 1, size, size), generator=g)
+    else:  # blocks of 4–8 px: interiors, boundaries and few distinct patterns
+        coarse = torch.randint(0, classes, (2, 1, size // 4, size // 4), generator=g)
+        labels = coarse.repeat_interleave(4, 2).repeat_interleave(4, 3)
+        labels[:, :, size // 3: size // 3 + 5, :] = classes - 1  # a thin stripe
+    instances = torch.randint(0, 3, (2, 1, size // 8, size // 8), generator=g).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    return labels, instances * 1000 + labels
+
+
+def tiny_spade_generator(label_channels: int, norm: str, seed: int = 0) -> SPADEGenerator:
+    torch.manual_seed(seed)  # the spectral-norm vectors
+    g = SPADEGenerator(label_channels, ngf=4, crop_size=64, norm=norm, spade_hidden=16)
+    return well_conditioned_(g, seed)
+
+
+def forward_and_backward(g: SPADEGenerator, semantics: torch.Tensor, fast: bool, train: bool):
+    g.fast_spade = fast
+    g.train(train)
+    g.zero_grad(set_to_none=True)
+    out = g(semantics)
+    (out * torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in g.named_parameters()}
+    return out.detach(), grads
+
+
+def assert_same_outputs_and_gradients(reference, fast, rel: float, gradients: bool = True) -> None:
+    """Image and every parameter gradient, each relative to its largest value: per gradient
+    tensor would compare rounding noise where the exact gradient is 0 (conv biases right before a
+    normalization), in both paths."""
+    (out_ref, grads_ref), (out_fast, grads_fast) = reference, fast
+    check_error("image", max_abs_diff(out_fast, out_ref) / float(out_ref.abs().max()), rel)
+    if gradients:
+        scale = max(float(grad.abs().max()) for grad in grads_ref.values())
+        check_error("gradients", max(max_abs_diff(grads_fast[name], grad) for name, grad in grads_ref.items()) / scale, rel)
+
+
+def tiny_run(run_dir: Path, **train) -> RunConfig:
+    base = TrainConfig(run_dir=str(run_dir), niter=4, deterministic=True, print_freq=1, display_freq=4,
+                       save_latest_freq=1000, tensorboard=False)
+    return RunConfig(
+        model=ModelConfig(SemanticsConfig(182, True, True), GeneratorConfig(ngf=4, crop_size=64, spade_hidden=16),
+                          DiscriminatorConfig(ndf=8, n_layers_D=3, num_D=2)),
+        data=DataConfig(dataset_mode="coco", dataroot=str(COCO_SAMPLES), preprocess_mode="fixed", load_size=64,
+                        crop_size=64, label_nc=182, contain_dontcare_label=True, use_instance=True),
+        loss=LossConfig(no_vgg_loss=True),
+        train=replace(base, **train))
+
+
+def checkpoint_weights(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("generator", "discriminator", "generator_ema"):
+        path = folder / f"{name}.safetensors"
+        if path.is_file():
+            out.update({f"{name}.{k}": v for k, v in load_file(str(path)).items()})
+    return out
+
+
+def landscape(variant: int = 0, size: int = TINY_SIZE) -> np.ndarray:
+    """A small landscape in COCO-Stuff ids: sky, clouds, mountain, sea, sand, a tree, don't-care."""
+    ids = np.full((size, size), COCO_STUFF.names.index("sky-other"), np.uint8)
+    horizon = size // 3 + variant
+    ids[horizon:] = COCO_STUFF.names.index("sea")
+    ids[size * 2 // 3:] = COCO_STUFF.names.index("sand")
+    ids[horizon - 6 - variant:horizon, 10:30] = COCO_STUFF.names.index("mountain")
+    ids[4:9, 3 + variant:20] = COCO_STUFF.names.index("clouds")
+    ids[size - 20:size - 4, 40:44 + variant] = COCO_STUFF.names.index("tree")
+    ids[:2, :2] = 255  # don't-care
+    return ids
+
+
+def bf16_is_close_on_the_bundled_model(device: str) -> None:
+    """bf16 convolutions on trained weights: images close to the exact ones, still float32 and on
+    ``device`` (also run on CUDA by ``test_cuda``)."""
+    if bundled.bundled_model_path() is None:
+        pytest.skip("the bundled model is not installed")
+    exact = Synthesizer.from_checkpoint(device=device)
+    low = Synthesizer.from_checkpoint(device=device, precision="bf16")
+    assert exact.precision == "fp32" and low.precision == "bf16"
+    style = torch.rand(3, 256, 256) * 2 - 1
+    for variant in range(2):
+        label = landscape(variant, size=256)
+        for kwargs in ({"seed": 3}, {"style": style, "seed": 3}):
+            a, b = exact.synthesize(label, **kwargs), low.synthesize(label, **kwargs)
+            assert a.device.type == b.device.type == device and a.dtype == b.dtype == torch.float32
+            error = (a - b).abs()                           # the image spans [-1, 1]
+            # bf16 keeps 8 significant bits (u = 2^-8, half a level of an 8-bit picture at full
+            # scale). Each convolution's result moves by a few u of the magnitudes it sums
+            # (operands and output rounded), the normalizations pass such errors on with gains of
+            # order one, and the network's ~20 layers add theirs: a few u on average, more where
+            # the last layer's sum cancels. 4u on average, 32u at 99.9% of the values and 64u
+            # anywhere still say "the same picture" (wrong weights or a missing norm move it by
+            # far more), whatever order a CPU's or GPU's kernels sum in.
+            assert float(error.max()) > 0                    # bf16 did run
+            check_error("mean", float(error.mean()), 4 * U_BFLOAT16)
+            check_error("99.9th percentile", float(error.flatten().quantile(0.999)), 32 * U_BFLOAT16)
+            check_error("largest", float(error.max()), 64 * U_BFLOAT16)
+
+
+def save_tiny_model(folder: Path, *, encoder: bool = True, dontcare: bool = True, seed: int = 0) -> Path:
+    """A tiny COCO-Stuff model with BatchNorm statistics from a few procedural landscapes."""
+    torch.manual_seed(seed)
+    config = ModelConfig(SemanticsConfig(182, dontcare, False),
+                         GeneratorConfig(ngf=4, crop_size=TINY_SIZE, z_dim=8 if encoder else None, spade_hidden=8), None,
+                         EncoderConfig(ndf=4, num_layers=5, latent_dim=8) if encoder else None)
+    networks = build_networks(config, init_type="xavier", init_gain=1.0)
+    norms = [m for m in networks.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    maps = torch.from_numpy(np.stack([generate_layout(i, TINY_SIZE).label for i in range(4)])).long()[:, None]
+    with torch.no_grad():
+        networks.generator.train()
+        for _ in range(3):
+            networks.generator(build_semantics(maps, 182, dontcare))
+    networks.generator.eval()
+    checkpoint = Checkpoint(folder=folder, meta={}, networks=networks, ema_generator=None, training_state=None)
+    return save_inference_checkpoint(folder, checkpoint, dtype=torch.float16)

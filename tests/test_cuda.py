@@ -15,10 +15,9 @@ from spadegan.inference import Synthesizer
 from spadegan.semantics import build_semantics
 from spadegan.training.loop import train
 
-from conftest import FLOAT32_REL, FLOAT64_REL, OFFICIAL, check_error, float64_user_path_error
-from test_fast_spade import _generator, _label_maps, _run, assert_same_outputs_and_gradients
-from test_synthesize import bf16_is_close_on_the_bundled_model
-from test_training import tiny_run, weights
+from conftest import (FLOAT32_REL, FLOAT64_REL, OFFICIAL, assert_same_outputs_and_gradients,
+                      bf16_is_close_on_the_bundled_model, check_error, checkpoint_weights, float64_user_path_error,
+                      forward_and_backward, random_label_maps, tiny_run, tiny_spade_generator)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -37,17 +36,17 @@ def no_tf32():
 def test_fast_equals_reference_on_cuda(norm, train_mode, dtype):
     """As ``test_fast_spade.test_fast_equals_reference``: outputs and gradients in float64, the
     image alone in float32 (float32 gradients are ill-conditioned in either path)."""
-    labels, instances = _label_maps("blocks", 7, 64)
+    labels, instances = random_label_maps("blocks", 7, 64)
     labels[:, :, :6, :6] = 255
     semantics = build_semantics(labels, 7, True, instances, True).to("cuda", dtype)
-    g = _generator(semantics.shape[1], norm).to("cuda", dtype)
+    g = tiny_spade_generator(semantics.shape[1], norm).to("cuda", dtype)
     if not train_mode:
         with torch.no_grad():
             g.train()(semantics)
     state = {k: v.clone() for k, v in g.state_dict().items()}
-    reference = _run(g, semantics, fast=False, train=train_mode)
+    reference = forward_and_backward(g, semantics, fast=False, train=train_mode)
     g.load_state_dict(state)
-    fast = _run(g, semantics, fast=True, train=train_mode)
+    fast = forward_and_backward(g, semantics, fast=True, train=train_mode)
     if dtype == torch.float64:
         assert_same_outputs_and_gradients(reference, fast, FLOAT64_REL)
     else:
@@ -79,7 +78,7 @@ def test_training_runs_and_resumes_on_cuda(tmp_path, amp, channels_last):
     resumed = train(tiny_run(tmp_path / "run", max_steps=5, ema=True, amp=amp, channels_last=channels_last,
                              deterministic=False), resume=True, device=torch.device("cuda"), progress=False)
     assert resumed.step == 5
-    saved = weights(resumed.checkpoint)
+    saved = checkpoint_weights(resumed.checkpoint)
     assert saved and all(torch.isfinite(t).all() for t in saved.values())
 
 

@@ -17,8 +17,7 @@ from spadegan.cli import main as spade_main
 from spadegan.config import GeneratorConfig, ModelConfig, SemanticsConfig
 from spadegan.inference import Synthesizer
 from spadegan.models import build_networks
-from conftest import check_error
-from test_synthesize import save_tiny_model
+from conftest import check_error, save_tiny_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -15,48 +15,10 @@ from spadegan.nn.fast_spade import label_maps_from_semantics
 from spadegan.nn.generator import SPADEGenerator
 from spadegan.semantics import build_semantics
 
-from conftest import FLOAT32_REL, FLOAT64_REL, check_error, max_abs_diff, well_conditioned_
+from conftest import (FLOAT32_REL, FLOAT64_REL, assert_same_outputs_and_gradients, check_error, forward_and_backward,
+                      max_abs_diff, random_label_maps, tiny_spade_generator)
 
 pytestmark = pytest.mark.numeric
-
-
-def _label_maps(kind: str, classes: int, size: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    if kind == "noise":  # every pixel its own region: all boundary, distinct patterns galore
-        labels = torch.randint(0, classes, (2, 1, size, size), generator=g)
-    else:  # blocks of 4–8 px: interiors, boundaries and few distinct patterns
-        coarse = torch.randint(0, classes, (2, 1, size // 4, size // 4), generator=g)
-        labels = coarse.repeat_interleave(4, 2).repeat_interleave(4, 3)
-        labels[:, :, size // 3: size // 3 + 5, :] = classes - 1  # a thin stripe
-    instances = torch.randint(0, 3, (2, 1, size // 8, size // 8), generator=g).repeat_interleave(8, 2).repeat_interleave(8, 3)
-    return labels, instances * 1000 + labels
-
-
-def _generator(label_channels: int, norm: str, seed: int = 0) -> SPADEGenerator:
-    torch.manual_seed(seed)  # the spectral-norm vectors
-    g = SPADEGenerator(label_channels, ngf=4, crop_size=64, norm=norm, spade_hidden=16)
-    return well_conditioned_(g, seed)
-
-
-def _run(g: SPADEGenerator, semantics: torch.Tensor, fast: bool, train: bool):
-    g.fast_spade = fast
-    g.train(train)
-    g.zero_grad(set_to_none=True)
-    out = g(semantics)
-    (out * torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)).sum().backward()
-    grads = {n: p.grad.clone() for n, p in g.named_parameters()}
-    return out.detach(), grads
-
-
-def assert_same_outputs_and_gradients(reference, fast, rel: float, gradients: bool = True) -> None:
-    """Image and every parameter gradient, each relative to its largest value: per gradient
-    tensor would compare rounding noise where the exact gradient is 0 (conv biases right before a
-    normalization), in both paths."""
-    (out_ref, grads_ref), (out_fast, grads_fast) = reference, fast
-    check_error("image", max_abs_diff(out_fast, out_ref) / float(out_ref.abs().max()), rel)
-    if gradients:
-        scale = max(float(grad.abs().max()) for grad in grads_ref.values())
-        check_error("gradients", max(max_abs_diff(grads_fast[name], grad) for name, grad in grads_ref.items()) / scale, rel)
 
 
 # Float64 proves the two paths one function in every mode. Float32 compares them where the network
@@ -74,19 +36,19 @@ MODES = [("spectralspadesyncbatch3x3", False, 2, torch.float64), ("spectralspade
                          ids=[f"{n}-{'train' if t else 'eval'}-{b}-{str(d)[6:]}" for n, t, b, d in MODES])
 def test_fast_equals_reference(kind, edges, dontcare, norm, train, batch, dtype):
     classes = 7
-    labels, instances = _label_maps(kind, classes, 64)
+    labels, instances = random_label_maps(kind, classes, 64)
     labels, instances = labels[:batch], instances[:batch]
     if dontcare:
         labels[:, :, :6, :6] = 255
     semantics = build_semantics(labels, classes, dontcare, instances, edges).to(dtype)
-    g = _generator(semantics.shape[1], norm).to(dtype)
+    g = tiny_spade_generator(semantics.shape[1], norm).to(dtype)
     if not train:
         with torch.no_grad():
             g.train()(semantics)  # batch-norm statistics of these activations, as after training
     state = {k: v.clone() for k, v in g.state_dict().items()}
-    reference = _run(g, semantics, fast=False, train=train)
+    reference = forward_and_backward(g, semantics, fast=False, train=train)
     g.load_state_dict(state)  # train mode moved the running statistics and spectral vectors
-    fast = _run(g, semantics, fast=True, train=train)
+    fast = forward_and_backward(g, semantics, fast=True, train=train)
     if dtype == torch.float64:
         assert_same_outputs_and_gradients(reference, fast, FLOAT64_REL)
     else:
@@ -103,7 +65,7 @@ def test_training_keeps_no_rearranged_weights_or_row_tables(kind):
     row index (not the row tables), so no tensor kept is a float tensor of the label networks'
     own making other than the activations, the scale maps and the norm's output."""
     classes = 7
-    labels, instances = _label_maps(kind, classes, 64)
+    labels, instances = random_label_maps(kind, classes, 64)
     semantics = build_semantics(labels, classes, True, instances, True)
     torch.manual_seed(0)
     g = SPADEGenerator(semantics.shape[1], ngf=8, crop_size=64, norm="spectralspadesyncbatch3x3", spade_hidden=24).train()
@@ -125,8 +87,8 @@ def test_training_keeps_no_rearranged_weights_or_row_tables(kind):
 def test_both_boundary_strategies_are_exercised():
     """Blocky maps take the distinct-pattern factoring, per-pixel noise the patch gather."""
     classes = 7
-    blocky = label_maps_from_semantics(build_semantics(_label_maps("blocks", classes, 64)[0], classes, False))
-    noisy = label_maps_from_semantics(build_semantics(_label_maps("noise", classes, 64)[0], classes, False))
+    blocky = label_maps_from_semantics(build_semantics(random_label_maps("blocks", classes, 64)[0], classes, False))
+    noisy = label_maps_from_semantics(build_semantics(random_label_maps("noise", classes, 64)[0], classes, False))
     assert blocky.at((64, 64)).pattern_rep is not None
     assert bool(blocky.at((64, 64)).interior.any())
     assert noisy.at((64, 64)).pattern_rep is None and not bool(noisy.at((64, 64)).interior.any())
@@ -191,7 +153,7 @@ def test_one_hot_recognition_follows_its_definition():
 def test_soft_labels_fall_back_to_the_reference_path():
     semantics = torch.full((1, 4, 16, 16), 0.25)
     assert label_maps_from_semantics(semantics) is None
-    g = _generator(4, "spadeinstance3x3").eval()
+    g = tiny_spade_generator(4, "spadeinstance3x3").eval()
     with torch.no_grad():
         g.fast_spade = True
         a = g(semantics)
@@ -203,8 +165,8 @@ def test_inference_cache_follows_weight_updates():
     """The rearranged label-network weights are cached for inference; a weight change (an
     optimizer step, a load) must invalidate them."""
     classes = 7
-    semantics = build_semantics(_label_maps("blocks", classes, 64)[0], classes, False)
-    g = _generator(classes, "spectralspadebatch3x3").eval()
+    semantics = build_semantics(random_label_maps("blocks", classes, 64)[0], classes, False)
+    g = tiny_spade_generator(classes, "spectralspadebatch3x3").eval()
     with torch.no_grad():
         before = g(semantics)
         g.head_0.norm_0.mlp_shared[0].weight.mul_(1.5)
@@ -219,8 +181,8 @@ def test_no_tables_are_kept_between_training_steps():
     """The discriminator step's forward runs without gradients in train mode: the rearranged
     weights it makes are not kept (the next step's weights differ), as they are in eval mode."""
     classes = 7
-    semantics = build_semantics(_label_maps("blocks", classes, 64)[0], classes, False)
-    g = _generator(classes, "spectralspadebatch3x3")
+    semantics = build_semantics(random_label_maps("blocks", classes, 64)[0], classes, False)
+    g = tiny_spade_generator(classes, "spectralspadebatch3x3")
 
     def cached() -> list:
         return [m for m in g.modules() if "_fast_spade_cache" in m.__dict__]
@@ -242,9 +204,9 @@ def test_gamma_beta_weights_shared_with_the_tables():
     from spadegan.nn.spade import SPADE
 
     classes = 7
-    labels, instances = _label_maps("blocks", classes, 64)
+    labels, instances = random_label_maps("blocks", classes, 64)
     semantics = build_semantics(labels, classes, True, instances, True)
-    g = _generator(semantics.shape[1], "spectralspadesyncbatch3x3")
+    g = tiny_spade_generator(semantics.shape[1], "spectralspadesyncbatch3x3")
     with torch.no_grad():
         g.train()(semantics)  # batch-norm statistics
         g.eval()
@@ -262,7 +224,7 @@ def test_gamma_beta_weights_shared_with_the_tables():
         g.load_state_dict(other)
         shared = g(semantics)
         assert all(m._fast_spade_cache[1].matrix.data_ptr() == m.mlp_gamma.weight.data_ptr() for m in layers)
-        fresh = _generator(semantics.shape[1], "spectralspadesyncbatch3x3")
+        fresh = tiny_spade_generator(semantics.shape[1], "spectralspadesyncbatch3x3")
         fresh.load_state_dict(other)
         assert torch.equal(shared, fresh.eval()(semantics))
         layers[0].mlp_beta.weight = torch.nn.Parameter(layers[0].mlp_beta.weight.detach().contiguous() * 2)
@@ -299,10 +261,10 @@ def test_compiled_kernel_equals_the_pytorch_path(monkeypatch):
     if kernels.load() is None:
         pytest.skip("the compiled SPADE kernel is not built (python -m spadegan.nn.kernels)")
     classes = 7
-    labels, instances = _label_maps("blocks", classes, 64)
+    labels, instances = random_label_maps("blocks", classes, 64)
     for norm in ("spectralspadesyncbatch3x3", "spectralspadebatch3x3"):
         semantics = build_semantics(labels, classes, False, instances, True)
-        g = _generator(semantics.shape[1], norm)
+        g = tiny_spade_generator(semantics.shape[1], norm)
         with torch.no_grad():
             g.train()(semantics)  # BatchNorm statistics of these activations, as after training
             g.eval()
@@ -393,9 +355,9 @@ def test_inference_row_tables_written_in_place_equal_the_differentiable_ones(kin
     import spadegan.nn.fast_spade as fast_path
 
     monkeypatch.setattr(fast_path, "spade_modulate_pair", lambda *a: None)
-    labels, instances = _label_maps(kind, 7, 64)
+    labels, instances = random_label_maps(kind, 7, 64)
     semantics = build_semantics(labels, 7, True, instances, True)
-    g = _generator(semantics.shape[1], norm).eval()
+    g = tiny_spade_generator(semantics.shape[1], norm).eval()
     g.fast_spade = True
     with torch.no_grad():
         in_place = g(semantics)
@@ -413,9 +375,9 @@ def test_paired_upsampling_modulation_equals_the_reference(norm):
 
     if kernels.load() is None:
         pytest.skip("the compiled SPADE kernel is not built (python -m spadegan.nn.kernels)")
-    labels, instances = _label_maps("blocks", 7, 64)
+    labels, instances = random_label_maps("blocks", 7, 64)
     semantics = build_semantics(labels, 7, True, instances, True)
-    g = _generator(semantics.shape[1], norm)
+    g = tiny_spade_generator(semantics.shape[1], norm)
     with torch.no_grad():
         g.train()(semantics)
         g.eval()

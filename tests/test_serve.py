@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import socket
 import threading
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,40 +28,17 @@ with warnings.catch_warnings():  # newer starlette asks for httpx2 in its test c
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from spadegan.checkpoint import Checkpoint, save_inference_checkpoint
-from spadegan.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
 from spadegan.data.landscapes import CLASS_IDS, generate_layout
 from spadegan.inference import Synthesizer
-from spadegan.models import build_networks
 from spadegan.palettes import COCO_STUFF
-from spadegan.semantics import build_semantics
 from spadegan.serve import Limits, create_app
 from spadegan.serve.catalog import decode_ids
 from spadegan.serve.queue import Job
+from conftest import save_tiny_model
+from serve_helpers import decode_png, detail, live_server, png, scene, synthesize
 
 SIZE = 64
 SKY = COCO_STUFF.names.index("sky-other")
-
-
-def save_tiny_model(folder: Path, *, encoder: bool = True, dontcare: bool = True, seed: int = 0) -> Path:
-    """A tiny COCO-Stuff model with BatchNorm statistics from a few procedural landscapes."""
-    torch.manual_seed(seed)
-    config = ModelConfig(SemanticsConfig(182, dontcare, False),
-                         GeneratorConfig(ngf=4, crop_size=SIZE, z_dim=8 if encoder else None, spade_hidden=8), None,
-                         EncoderConfig(ndf=4, num_layers=5, latent_dim=8) if encoder else None)
-    networks = build_networks(config, init_type="xavier", init_gain=1.0)
-    norms = [m for m in networks.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    maps = torch.from_numpy(np.stack([generate_layout(i, SIZE).label for i in range(4)])).long()[:, None]
-    with torch.no_grad():
-        networks.generator.train()
-        for _ in range(3):
-            networks.generator(build_semantics(maps, 182, dontcare))
-    networks.generator.eval()
-    checkpoint = Checkpoint(folder=folder, meta={}, networks=networks, ema_generator=None, training_state=None)
-    return save_inference_checkpoint(folder, checkpoint, dtype=torch.float16)
 
 
 @pytest.fixture(scope="module")
@@ -81,30 +56,6 @@ def client(synthesizer):
     app = create_app(synthesizer, limits=Limits(max_upload_bytes=64 * 1024, max_pixels=128 * 128), name="tiny")
     with TestClient(app) as test_client:
         yield test_client
-
-
-def scene(variant: int = 0) -> np.ndarray:
-    """A 64×64 landscape in COCO-Stuff ids, with a don't-care corner."""
-    ids = generate_layout(variant, SIZE).label.astype(np.uint8)
-    ids[:2, :2] = 255
-    return ids
-
-
-def png(array: np.ndarray, mode: str | None = None) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    return np.array(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def synthesize(client, label: bytes, **form) -> httpx.Response:
-    files = {"label": ("label.png", label, "image/png")}
-    if "style" in form:
-        files["style"] = ("style.png", form.pop("style"), "image/png")
-    return client.post("/api/synthesize", files=files, data={k: str(v) for k, v in form.items()})
 
 
 def expected(synthesizer, ids: np.ndarray, seed: int, style: torch.Tensor | None = None) -> np.ndarray:
@@ -216,9 +167,6 @@ def test_resize_and_decode(client):
 
 # -- bad inputs -----------------------------------------------------------------------------------
 
-def detail(response: httpx.Response) -> str:
-    return response.json()["detail"]
-
 
 def test_bad_inputs_are_4xx_in_plain_words(client):
     ids = scene(0)
@@ -303,27 +251,6 @@ def test_models_without_encoder_take_no_style(tmp_path):
 
 
 # -- the queue ------------------------------------------------------------------------------------
-
-@contextmanager
-def live_server(app):
-    """The app on a real socket (uvicorn in a thread), for concurrent clients; yields the URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 def blocked_queue(app):

@@ -29,7 +29,8 @@ from spadegan.serve import Limits, create_app
 from spadegan.serve.admission import DECODE_BYTES_PER_PIXEL, Refusal, decode_upload
 from spadegan.serve.app import DemoState
 
-from test_serve import SIZE, TestClient, detail, live_server, png, save_tiny_model, scene, synthesize
+from conftest import save_tiny_model
+from serve_helpers import SIZE, TestClient, detail, live_server, png, scene, synthesize
 
 MiB = 1024 * 1024
 
@@ -153,7 +154,7 @@ def server_process(model: Path, limits: Limits):
     psutil = pytest.importorskip("psutil")
     import spadegan
 
-    env = {**os.environ, "PYTHONPATH": str(Path(spade.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(spadegan.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     args = [str(model), limits.max_upload_bytes, limits.max_pixels, limits.max_decoding, limits.max_waiting]
     process = subprocess.Popen([sys.executable, "-c", SERVER, *map(str, args)], stdout=subprocess.PIPE,
                                text=True, env=env)

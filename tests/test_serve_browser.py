@@ -20,7 +20,8 @@ from PIL import Image
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
 
-from test_serve import SIZE, live_server, save_tiny_model
+from conftest import save_tiny_model
+from serve_helpers import SIZE, live_server
 
 from spadegan.inference import Synthesizer
 from spadegan.palettes import COCO_STUFF

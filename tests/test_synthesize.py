@@ -14,45 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FLOAT32_REL, U_BFLOAT16, check_error, max_abs_diff
+from conftest import FLOAT32_REL, bf16_is_close_on_the_bundled_model, check_error, landscape, max_abs_diff, save_tiny_model
 from PIL import Image
 
 from spadegan import bundled
-from spadegan.checkpoint import Checkpoint, save_inference_checkpoint
 from spadegan.cli import main
-from spadegan.config import EncoderConfig, GeneratorConfig, ModelConfig, SemanticsConfig
+from spadegan.config import GeneratorConfig, ModelConfig, SemanticsConfig
 from spadegan.imageio import read_image, read_label_map, to_pil
 from spadegan.inference import Synthesizer, palette_for_model
 from spadegan.models import build_networks
 from spadegan.palettes import CITYSCAPES, COCO_STUFF, palette_for
-from spadegan.semantics import build_semantics
 
 SIZE = 64
-
-
-def save_tiny_model(folder: Path, *, encoder: bool = True, dontcare: bool = True, seed: int = 0) -> Path:
-    """A tiny COCO-Stuff model (182 ids + don't-care, no instance maps), weights in float16."""
-    torch.manual_seed(seed)
-    z_dim = 8 if encoder else None
-    config = ModelConfig(SemanticsConfig(182, dontcare, False),
-                         GeneratorConfig(ngf=4, crop_size=SIZE, z_dim=z_dim, spade_hidden=8), None,
-                         EncoderConfig(ndf=4, num_layers=5, latent_dim=8) if encoder else None)
-    networks = build_networks(config, init_type="xavier", init_gain=1.0)
-    # BatchNorm statistics from a few train-mode passes, so that activations stay in range (with the
-    # initial mean 0 / variance 1 they grow layer by layer and every pixel saturates at ±1)
-    batch_norms = [m for m in networks.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in batch_norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a plain average over the passes
-    maps = torch.from_numpy(np.stack([landscape(i) for i in range(4)])).long()[:, None]
-    maps[maps == 255] = 255 if dontcare else 0
-    with torch.no_grad():
-        networks.generator.train()
-        for _ in range(4):
-            networks.generator(build_semantics(maps, 182, dontcare))
-    networks.generator.eval()
-    checkpoint = Checkpoint(folder=folder, meta={}, networks=networks, ema_generator=None, training_state=None)
-    return save_inference_checkpoint(folder, checkpoint, dtype=torch.float16)
 
 
 @pytest.fixture(scope="module")
@@ -64,19 +37,6 @@ def model(tmp_path_factory) -> Path:
 def plain_model(tmp_path_factory) -> Path:
     """No image encoder (deterministic), no don't-care class."""
     return save_tiny_model(tmp_path_factory.mktemp("models") / "plain", encoder=False, dontcare=False)
-
-
-def landscape(variant: int = 0, size: int = SIZE) -> np.ndarray:
-    """A small landscape in COCO-Stuff ids: sky, clouds, mountain, sea, sand, a tree, don't-care."""
-    ids = np.full((size, size), COCO_STUFF.names.index("sky-other"), np.uint8)
-    horizon = size // 3 + variant
-    ids[horizon:] = COCO_STUFF.names.index("sea")
-    ids[size * 2 // 3:] = COCO_STUFF.names.index("sand")
-    ids[horizon - 6 - variant:horizon, 10:30] = COCO_STUFF.names.index("mountain")
-    ids[4:9, 3 + variant:20] = COCO_STUFF.names.index("clouds")
-    ids[size - 20:size - 4, 40:44 + variant] = COCO_STUFF.names.index("tree")
-    ids[:2, :2] = 255  # don't-care
-    return ids
 
 
 def write(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -367,34 +327,6 @@ def test_the_bundled_model_uses_its_style_code(monkeypatch):
     # A collapsed posterior gives every reference the same picture (a fraction of a level apart);
     # 10 levels of a channel mean is a change of colour anyone sees.
     assert spread > 10, spread
-
-
-def bf16_is_close_on_the_bundled_model(device: str) -> None:
-    """bf16 convolutions on trained weights: images close to the exact ones, still float32 and on
-    ``device`` (also run on CUDA by ``test_cuda``)."""
-    if bundled.bundled_model_path() is None:
-        pytest.skip("the bundled model is not installed")
-    exact = Synthesizer.from_checkpoint(device=device)
-    low = Synthesizer.from_checkpoint(device=device, precision="bf16")
-    assert exact.precision == "fp32" and low.precision == "bf16"
-    style = torch.rand(3, 256, 256) * 2 - 1
-    for variant in range(2):
-        label = landscape(variant, size=256)
-        for kwargs in ({"seed": 3}, {"style": style, "seed": 3}):
-            a, b = exact.synthesize(label, **kwargs), low.synthesize(label, **kwargs)
-            assert a.device.type == b.device.type == device and a.dtype == b.dtype == torch.float32
-            error = (a - b).abs()                           # the image spans [-1, 1]
-            # bf16 keeps 8 significant bits (u = 2^-8, half a level of an 8-bit picture at full
-            # scale). Each convolution's result moves by a few u of the magnitudes it sums
-            # (operands and output rounded), the normalizations pass such errors on with gains of
-            # order one, and the network's ~20 layers add theirs: a few u on average, more where
-            # the last layer's sum cancels. 4u on average, 32u at 99.9% of the values and 64u
-            # anywhere still say "the same picture" (wrong weights or a missing norm move it by
-            # far more), whatever order a CPU's or GPU's kernels sum in.
-            assert float(error.max()) > 0                    # bf16 did run
-            check_error("mean", float(error.mean()), 4 * U_BFLOAT16)
-            check_error("99.9th percentile", float(error.flatten().quantile(0.999)), 32 * U_BFLOAT16)
-            check_error("largest", float(error.max()), 64 * U_BFLOAT16)
 
 
 @pytest.mark.numeric

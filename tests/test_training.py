@@ -21,14 +21,13 @@ from safetensors.torch import load_file
 from spadegan.checkpoint import latest_checkpoint, load_checkpoint, load_official
 from spadegan.cli import build_parser, main
 from spadegan.data import build_dataset
-from spadegan.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, RunConfig,
-                          SemanticsConfig, TrainConfig)
+from spadegan.config import (DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig, TrainConfig)
 from spadegan.options import run_config_from_args
 from spadegan.semantics import build_semantics, one_hot
 from spadegan.training import loop
 from spadegan.training.loop import TrainingDiverged, learning_rates, train
 
-from conftest import COCO_SAMPLES, check_error
+from conftest import COCO_SAMPLES, check_error, checkpoint_weights, tiny_run
 
 pytestmark = pytest.mark.skipif(not COCO_SAMPLES.is_dir(), reason=f"COCO-Stuff samples not found at {COCO_SAMPLES}")
 
@@ -39,34 +38,13 @@ TINY_FLAGS = ["--dataset_mode", "coco", "--dataroot", str(COCO_SAMPLES), "--prep
               "--gpu_ids", "-1"]
 
 
-def tiny_run(run_dir: Path, **train) -> RunConfig:
-    base = TrainConfig(run_dir=str(run_dir), niter=4, deterministic=True, print_freq=1, display_freq=4,
-                       save_latest_freq=1000, tensorboard=False)
-    return RunConfig(
-        model=ModelConfig(SemanticsConfig(182, True, True), GeneratorConfig(ngf=4, crop_size=64, spade_hidden=16),
-                          DiscriminatorConfig(ndf=8, n_layers_D=3, num_D=2)),
-        data=DataConfig(dataset_mode="coco", dataroot=str(COCO_SAMPLES), preprocess_mode="fixed", load_size=64,
-                        crop_size=64, label_nc=182, contain_dontcare_label=True, use_instance=True),
-        loss=LossConfig(no_vgg_loss=True),
-        train=replace(base, **train))
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for name in ("generator", "discriminator", "generator_ema"):
-        path = folder / f"{name}.safetensors"
-        if path.is_file():
-            out.update({f"{name}.{k}": v for k, v in load_file(str(path)).items()})
-    return out
-
-
 def test_resume_is_exact(tmp_path):
     """N steps, resume, M more == N + M steps in one go (deterministic mode, CPU), EMA included."""
     one_go = train(tiny_run(tmp_path / "a", max_steps=9, ema=True), progress=False)
     train(tiny_run(tmp_path / "b", max_steps=5, ema=True), progress=False)
     resumed = train(tiny_run(tmp_path / "b", max_steps=9, ema=True), resume=True, progress=False)
     assert one_go.step == resumed.step == 9
-    a, b = weights(one_go.checkpoint), weights(resumed.checkpoint)
+    a, b = checkpoint_weights(one_go.checkpoint), checkpoint_weights(resumed.checkpoint)
     assert a.keys() == b.keys() and any(k.startswith("generator_ema.") for k in a)
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
@@ -134,7 +112,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
         train(tiny_run(tmp_path / "nan", max_steps=10, save_latest_freq=2), progress=False)
     kept = load_checkpoint(latest_checkpoint(tmp_path / "nan" / "checkpoints"))
     assert kept.meta["step"] == 4
-    assert all(torch.isfinite(v.float()).all() for v in weights(kept.folder).values())
+    assert all(torch.isfinite(v.float()).all() for v in checkpoint_weights(kept.folder).values())
 
 
 def test_export_to_official_and_import_back(tmp_path):
