@@ -227,10 +227,11 @@ def test_size_resizes_to_what_the_network_makes(model, tmp_path):
     with pytest.raises(SystemExit, match=re.escape(f"label map {label} is 32×32 (width×height); this model makes "
                                                    "64×64 images (width×height) only")):
         run(label, "--checkpoint", model, "--out", tmp_path / "out")
-    with pytest.raises(SystemExit, match=r"--size 128 128 \(height width\): this model makes 64×64 images "
+    with pytest.raises(SystemExit, match=r"--size 128x128 \(width×height\): this model makes 64×64 images "
                                          r"\(width×height\) only: its generator starts from a fixed 2×2 tensor"):
         run(label, "--checkpoint", model, "--out", tmp_path / "out", "--size", 128)
-    assert run(label, "--checkpoint", model, "--out", tmp_path / "a", "--size", 64, 64, "--seed", 0) == 0
+    assert run(label, "--checkpoint", model, "--out", tmp_path / "a", "--size", "64x64", "--seed", 0) == 0
+    assert run(label, "--checkpoint", model, "--out", tmp_path / "a2", "--size", 64, 64, "--seed", 0) == 0  # the former form
     big = write(tmp_path / "big" / "small.png", small.repeat(2, 0).repeat(2, 1))  # the nearest upscaling
     assert run(big, "--checkpoint", model, "--out", tmp_path / "b", "--seed", 0) == 0
     assert np.array_equal(pixels(tmp_path / "a" / "small.png"), pixels(tmp_path / "b" / "small.png"))

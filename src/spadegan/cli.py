@@ -87,13 +87,23 @@ def gallery_page(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
             f"<table><tr>{heads}</tr>\n{body}</table>\n")
 
 
-def synthesis_size(values: list[int] | None) -> tuple[int, int] | None:
-    """``--size N`` (N×N) or ``--size H W`` → (height, width)."""
+def synthesis_size(values: list[str] | None) -> tuple[int, int] | None:
+    """``--size N`` (N×N) or ``--size WIDTHxHEIGHT``, as ``spadegan landscapes`` takes it →
+    (height, width). The former two-number form ``--size HEIGHT WIDTH`` is still read."""
     if not values:
         return None
-    if len(values) > 2 or min(values) < 1:
-        raise SystemExit(f"--size {' '.join(map(str, values))}: give N (a square) or HEIGHT WIDTH, positive")
-    return values[0], values[-1]
+    try:
+        if len(values) == 1:
+            width, height = parse_size(values[0])
+        elif len(values) == 2:
+            height, width = int(values[0]), int(values[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--size {' '.join(values)}: give N (a square) or WIDTHxHEIGHT, e.g. 512x256") from None
+    if min(height, width) < 1:
+        raise SystemExit(f"--size {' '.join(values)}: the sides must be positive")
+    return height, width
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
@@ -182,7 +192,7 @@ def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], siz
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
                                               epoch=args.which_epoch, precision=args.precision)
     if size is not None and (problem := synthesizer.size_problem(*size)):
-        raise SystemExit(f"spadegan synthesize: --size {size[0]} {size[1]} (height width): {problem}")
+        raise SystemExit(f"spadegan synthesize: --size {size[1]}x{size[0]} (width×height): {problem}")
     if args.samples > 1 and not synthesizer.takes_style:
         raise SystemExit("spadegan synthesize: --samples: this model takes no random style (no image encoder), "
                          "so every sample would be the same image")
@@ -538,9 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--samples", type=int, default=1, metavar="K",
                        help="K images of each label map with seeds S, S+1, ... (Fig. 9), named NAME_s{k}.png")
     sizing = synth.add_mutually_exclusive_group()
-    sizing.add_argument("--size", type=int, nargs="+", metavar="N",
-                        help="N or HEIGHT WIDTH: resize label maps (nearest) to it first; the network must make "
-                        "that size (a SPADE generator makes its own size only)")
+    sizing.add_argument("--size", nargs="+", metavar="N|WxH",
+                        help="N or WIDTHxHEIGHT, e.g. 512x256: resize label maps (nearest) to it first; the "
+                        "network must make that size (a SPADE generator makes its own size only)")
     sizing.add_argument("--resize", action="store_true",
                         help="resize label maps (nearest) to the model's size, as the official test preprocessing")
     synth.add_argument("--batch_size", type=int, default=1, help="images per forward pass")
