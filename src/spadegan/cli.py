@@ -293,19 +293,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.official:
         checkpoint = load_any_checkpoint(args.checkpoint)
         networks = checkpoint.networks
-        if args.ema:
-            if checkpoint.ema_generator is None:
-                raise SystemExit(f"{checkpoint.folder}: has no EMA generator")
+        if not args.no_ema and checkpoint.ema_generator is not None:
             networks = Networks(networks.config, checkpoint.ema_generator, networks.discriminator, networks.encoder)
         save_official(args.official, networks, epoch=args.which_epoch)
-        print(f"wrote {args.which_epoch}_net_*.pth and opt.txt to {args.official}")
+        which = "the trained generator" if args.no_ema or checkpoint.ema_generator is None else "the EMA generator"
+        print(f"wrote {args.which_epoch}_net_*.pth and opt.txt to {args.official} (G: {which})")
     if args.onnx:
         from .export import export_onnx
         from .inference import Synthesizer
         from .semantics import build_semantics
 
         synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device="cpu", epoch=args.which_epoch,
-                                                  use_ema=args.ema)
+                                                  use_ema=not args.no_ema)
         s, g = synthesizer.config.semantics, synthesizer.config.generator
         height, width = synthesizer.output_size
         labels = torch.zeros(1, 1, height, width, dtype=torch.long)
@@ -580,9 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the EMA generator where there is one, the encoder)")
     export.add_argument("--half", action="store_true", help="with --inference: store the weights in float16")
     export.add_argument("--no_ema", action="store_true",
-                        help="with --inference: the trained generator instead of its EMA average")
+                        help="the trained generator instead of its EMA average (default: the EMA generator where "
+                        "the checkpoint has one, as synthesize and serve use), for every output")
     export.add_argument("--which_epoch", default="latest")
-    export.add_argument("--ema", action="store_true", help="export the EMA generator as G")
+    export.add_argument("--ema", action="store_true", help=argparse.SUPPRESS)  # the default now; still accepted
     export.set_defaults(run=cmd_export)
 
     evaluate = commands.add_parser("evaluate", help="the paper's protocol: mIoU / accuracy of a segmenter on "
