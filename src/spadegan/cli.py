@@ -12,12 +12,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
 
 from . import __version__
 from .memory import keep_freed_memory
+
+if TYPE_CHECKING:
+    from .config import DataConfig
 
 LABEL_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
 MAX_INPUT_PIXELS = 4096 * 4096  # spadegan synthesize --max_pixels
@@ -438,7 +442,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     inception = None
     if not args.no_fid:
-        from .evaluation.inception import InceptionFeatures, InceptionWeightsMissingError
+        from .evaluation.inception import (
+            InceptionFeatures,
+            InceptionWeightsMissingError,
+        )
 
         try:
             inception = InceptionFeatures.from_weights(args.fid_weights, device=device)
@@ -448,7 +455,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"FID left out: {error}", file=sys.stderr)
     style_columns, style_lines = {}, []
     if args.style_metrics:
-        from .evaluation.style_benchmark import StyleBenchmark, map_seed_of, style_benchmark_columns
+        from .evaluation.style_benchmark import (
+            StyleBenchmark,
+            map_seed_of,
+            style_benchmark_columns,
+        )
 
         height, width = synthesizers[0].output_size if synthesizers else tuple(dataset[0]["label"].shape[-2:])
         try:
@@ -471,6 +482,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(line)
     print(f"{len(records)} rows appended to {results}; samples in {Path(args.out) / 'index.html'}")
     return 0
+
+
+def dataset_config(args: argparse.Namespace) -> DataConfig:
+    """The DataConfig ``spadegan dataset`` reads: ``--label_dir`` / ``--image_dir`` (custom), or a
+    folder in a named layout, or (``--dataset_mode auto``) the layout the folder has: Cityscapes
+    (gtFine/), ADE20K (annotations/), else {phase}_label + {phase}_img folders as custom."""
+    from .config import DataConfig
+
+    if args.label_dir or args.image_dir:
+        if not (args.label_dir and args.image_dir):
+            raise SystemExit("spadegan dataset: give both --label_dir and --image_dir")
+        return DataConfig(dataset_mode="custom", label_dir=args.label_dir, image_dir=args.image_dir,
+                          instance_dir=args.instance_dir, use_instance=args.instance_dir is not None,
+                          label_nc=2 ** 31 - 1, max_dataset_size=args.max_images)
+    if not args.folder:
+        raise SystemExit("spadegan dataset: give a data set folder, or --label_dir and --image_dir")
+    root, mode = Path(args.folder), args.dataset_mode
+    if not root.is_dir():
+        raise SystemExit(f"spadegan dataset: {root}: no such folder")
+    if mode == "auto":
+        mode = ("cityscapes" if (root / "gtFine").is_dir() else "ade20k" if (root / "annotations").is_dir()
+                else "custom")
+    if mode == "custom":
+        labels, images, instances = (root / f"{args.phase}_{kind}" for kind in ("label", "img", "inst"))
+        if not (labels.is_dir() and images.is_dir()):
+            raise SystemExit(f"spadegan dataset: {root} has no {labels.name}/ and {images.name}/ folders: give "
+                             "--dataset_mode, or --label_dir and --image_dir")
+        return DataConfig(dataset_mode="custom", label_dir=str(labels), image_dir=str(images),
+                          instance_dir=str(instances) if instances.is_dir() else None,
+                          use_instance=instances.is_dir(), label_nc=2 ** 31 - 1, max_dataset_size=args.max_images)
+    instances = {"coco": root / f"{args.phase}_inst", "cityscapes": root / "gtFine", "ade20k": None}[mode]
+    return DataConfig(dataset_mode=mode, dataroot=str(root), phase=args.phase, is_train=args.phase == "train",
+                      use_instance=instances is not None and instances.is_dir(), label_nc=2 ** 31 - 1,
+                      max_dataset_size=args.max_images)
+
+
+def cmd_dataset_inspect(args: argparse.Namespace) -> int:
+    from .data.inspect import LAYOUT_LABEL_NC, format_report, inspect_dataset, why_nothing_fits
+    from .palettes import palette_for
+
+    config = dataset_config(args)
+    report = inspect_dataset(config, progress=not args.no_progress)
+    names = None
+    if config.dataset_mode in LAYOUT_LABEL_NC:
+        names = dict(enumerate(palette_for(config.dataset_mode, LAYOUT_LABEL_NC[config.dataset_mode]).names))
+    text = format_report(report, names)
+    where = (f" --label_dir {config.label_dir} --image_dir {config.image_dir}"
+             + (f" --instance_dir {config.instance_dir}" if config.use_instance else "")
+             if config.dataset_mode == "custom" else f" --dataroot {config.dataroot}")
+    print(text.replace(" ...", where + " ..."))
+    return 0 if why_nothing_fits(report) is None else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -636,6 +698,24 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--out", required=True, help="our checkpoint folder to write")
     importer.add_argument("--which_epoch", default="latest")
     importer.set_defaults(run=cmd_import)
+
+    dataset = commands.add_parser("dataset", help="look into a data set: what it holds and the training options "
+                                  "that fit it")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
+    inspect = dataset_commands.add_parser("inspect", help="report pairs, sizes, classes and their pixel shares, "
+                                          "don't-care, instance maps and problem files; print the spadegan train "
+                                          "options that fit (exit status 1 where none does)")
+    inspect.add_argument("folder", nargs="?", help="the data set's folder (see --dataset_mode)")
+    inspect.add_argument("--dataset_mode", choices=["auto", "custom", "coco", "ade20k", "cityscapes"], default="auto",
+                         help="the folder's layout; auto: Cityscapes (gtFine/), ADE20K (annotations/), else "
+                         "PHASE_label/ and PHASE_img/ (and PHASE_inst/) as a custom data set")
+    inspect.add_argument("--label_dir", help="label maps (custom layout), instead of a folder")
+    inspect.add_argument("--image_dir", help="photos (custom layout)")
+    inspect.add_argument("--instance_dir", help="instance maps (custom layout, optional)")
+    inspect.add_argument("--phase", default="train", help="train or val (test reads val, as the official code)")
+    inspect.add_argument("--max_images", type=int, default=9223372036854775807, help="inspect the first N pairs only")
+    inspect.add_argument("--no_progress", action="store_true")
+    inspect.set_defaults(run=cmd_dataset_inspect)
 
     landscapes = commands.add_parser("landscapes", help="write a procedural landscape data set "
                                      "(COCO-Stuff ids; train_label/, train_inst/, train_img/ PNGs)")

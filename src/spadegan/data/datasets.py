@@ -42,13 +42,12 @@ from tqdm import tqdm
 
 from spadegan.config import DataConfig
 from spadegan.data.transforms import TransformParams, apply_transform, sample_params
+from spadegan.imageio import ID_MODES
 from spadegan.semantics import validate_labels
 
 DATASET_MODES = ("coco", "ade20k", "cityscapes", "custom")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LABEL_SUFFIXES = (".png",)
-# Integer-id image modes: 8-bit grayscale, palette index, 32-bit int, 16-bit (PIL's names).
-ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 _PROGRESS_MIN_FILES = 16  # no progress bar for a handful of files
 
 

@@ -1,0 +1,115 @@
+"""``spadegan dataset inspect``: small data sets in each layout, the options it prints, and the
+reasons it gives where no training setting fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from spadegan.cli import main
+from spadegan.config import DataConfig
+from spadegan.data import build_dataset
+
+
+def write_pair(label_dir: Path, image_dir: Path, name: str, ids: np.ndarray, image_suffix: str = ".jpg") -> None:
+    label_dir.mkdir(parents=True, exist_ok=True)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(ids.astype(np.uint8)).save(label_dir / f"{name}.png")
+    Image.fromarray(np.full((*ids.shape, 3), 128, np.uint8)).save(image_dir / f"{name}{image_suffix}")
+
+
+def stripes(height: int, width: int, classes: list[int]) -> np.ndarray:
+    ids = np.zeros((height, width), np.int64)
+    for i, c in enumerate(classes):
+        ids[:, i * width // len(classes):(i + 1) * width // len(classes)] = c
+    return ids
+
+
+def inspect(capsys, *args) -> tuple[int, str]:
+    code = main(["dataset", "inspect", *map(str, args), "--no_progress"])
+    return code, capsys.readouterr().out
+
+
+def suggested(out: str) -> list[str]:
+    line = out.split("train with:\n  spadegan train ", 1)[1].splitlines()[0]
+    return line.split()
+
+
+def test_a_custom_folder_gets_the_options_that_train_on_it(tmp_path, capsys):
+    root = tmp_path / "mine"
+    for i in range(3):
+        ids = stripes(32, 64, [0, 4, 8])
+        ids[:2, :2] = 255  # don't-care
+        write_pair(root / "train_label", root / "train_img", f"{i:03d}", ids)
+    code, out = inspect(capsys, root)
+    assert code == 0, out
+    assert "3 pairs (custom layout)" in out and "64×32 (3)" in out and "3 classes present" in out
+    options = " ".join(suggested(out))
+    for expected in ("--dataset_mode custom", "--label_nc 9", "--contain_dontcare_label", "--no_instance",
+                     "--preprocess_mode fixed", "--load_size 64", "--crop_size 64", "--aspect_ratio 2",
+                     f"--label_dir {root / 'train_label'}", f"--image_dir {root / 'train_img'}"):
+        assert expected in options, (expected, options)
+    # the suggested options load the data set, ids and all
+    config = DataConfig(dataset_mode="custom", label_dir=str(root / "train_label"), image_dir=str(root / "train_img"),
+                        label_nc=9, contain_dontcare_label=True, use_instance=False, preprocess_mode="fixed",
+                        load_size=64, crop_size=64, aspect_ratio=2.0)
+    assert len(build_dataset(config)) == 3
+
+
+def test_colour_masks_and_unreadable_files_are_named(tmp_path, capsys):
+    root = tmp_path / "colours"
+    write_pair(root / "train_label", root / "train_img", "a", stripes(16, 16, [1, 2]))
+    Image.fromarray((np.zeros((16, 16, 3)) + [200, 10, 10]).astype(np.uint8)).save(root / "train_label" / "b.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "train_img" / "b.jpg")
+    (root / "train_label" / "c.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "train_img" / "c.jpg")
+    code, out = inspect(capsys, root)
+    assert code == 1
+    assert f"{root / 'train_label' / 'c.png'}: cannot read it as an image" in out
+    assert "1 label maps hold colours, not class ids" in out and "spadegan dataset convert" in out
+    assert "no training setting fits" in out
+
+
+def test_unpaired_files_and_sizes_that_disagree(tmp_path, capsys):
+    root = tmp_path / "unpaired"
+    write_pair(root / "train_label", root / "train_img", "a", stripes(16, 16, [1]))
+    write_pair(root / "train_label", root / "train_img", "b", stripes(16, 16, [1]))
+    (root / "train_img" / "b.jpg").rename(root / "train_img" / "z.jpg")
+    code, out = inspect(capsys, root)
+    assert code == 1 and f"{root / 'train_label' / 'b.png'} has no image" in out and "no training setting fits" in out
+    root = tmp_path / "sizes"
+    write_pair(root / "train_label", root / "train_img", "a", stripes(16, 16, [1]))
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(root / "train_img" / "a.jpg")
+    code, out = inspect(capsys, root)
+    assert code == 1 and "sizes disagree" in out
+
+
+def test_official_layouts_use_their_class_counts(tmp_path, capsys):
+    # ADE20K: files store class + 1, 0 is don't-care
+    root = tmp_path / "ade"
+    ids = stripes(16, 32, [0, 1, 150])
+    write_pair(root / "annotations" / "training", root / "images" / "training", "ADE_train_00000001", ids)
+    code, out = inspect(capsys, root)
+    assert code == 0, out
+    options = " ".join(suggested(out))
+    assert "--dataset_mode ade20k --label_nc 150 --contain_dontcare_label" in options and "--dataroot" in options
+    assert "model ids 0..149" in out
+    # COCO-Stuff: an id beyond its 182 classes fits no coco setting, and the report says what to do
+    root = tmp_path / "coco"
+    write_pair(root / "train_label", root / "train_img", "x", stripes(16, 16, [3, 200]))
+    code, out = inspect(capsys, root, "--dataset_mode", "coco")
+    assert code == 1 and "class id 200 is outside the coco layout's 182 classes" in out
+    assert "--dataset_mode custom" in out
+
+
+def test_label_and_image_folders_given_apart(tmp_path, capsys):
+    write_pair(tmp_path / "labels", tmp_path / "photos", "one", stripes(16, 16, [2, 5]))
+    write_pair(tmp_path / "labels", tmp_path / "photos", "two", stripes(24, 24, [2]))
+    Image.fromarray(np.full((24, 24, 3), 9, np.uint8)).save(tmp_path / "photos" / "two.jpg")
+    code, out = inspect(capsys, "--label_dir", tmp_path / "labels", "--image_dir", tmp_path / "photos")
+    assert code == 0, out
+    options = " ".join(suggested(out))
+    assert "--label_nc 6" in options and "--preprocess_mode resize_and_crop" in options
+    assert "--contain_dontcare_label" not in options
