@@ -113,3 +113,99 @@ def test_label_and_image_folders_given_apart(tmp_path, capsys):
     options = " ".join(suggested(out))
     assert "--label_nc 6" in options and "--preprocess_mode resize_and_crop" in options
     assert "--contain_dontcare_label" not in options
+
+
+# -- spadegan dataset convert ----------------------------------------------------------------------
+
+SKY, GRASS, ROAD = (70, 130, 180), (0, 200, 0), (128, 64, 128)
+
+
+def write_masks(root: Path, masks: dict[str, np.ndarray]) -> tuple[Path, Path]:
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    (root / "photos").mkdir(parents=True, exist_ok=True)
+    for name, rgb in masks.items():
+        Image.fromarray(rgb.astype(np.uint8)).save(root / "masks" / f"{name}.png")
+        Image.fromarray(np.full(rgb.shape, 90, np.uint8)).save(root / "photos" / f"{name}.jpg")
+    return root / "masks", root / "photos"
+
+
+def colour_mask(height: int, width: int, colours: list[tuple[int, int, int]]) -> np.ndarray:
+    rgb = np.zeros((height, width, 3), np.int64)
+    for i, c in enumerate(colours):
+        rgb[i * height // len(colours):(i + 1) * height // len(colours)] = c
+    return rgb
+
+
+def convert(capsys, *args) -> tuple[int | str, str]:
+    try:
+        code = main(["dataset", "convert", *map(str, args), "--no_progress"])
+    except SystemExit as exit:
+        return str(exit), capsys.readouterr().out
+    return code, capsys.readouterr().out
+
+
+def test_colour_masks_become_a_data_set_that_inspects_and_loads(tmp_path, capsys):
+    masks, photos = write_masks(tmp_path, {"a": colour_mask(16, 16, [SKY, GRASS]),
+                                           "b": colour_mask(16, 16, [SKY, ROAD, GRASS])})
+    for name, text in {"tool.txt": "# r g b name\n70 130 180 sky\n0 200 0 grass\n128 64 128 road\n",
+                       "labelmap.txt": "sky:70,130,180::\ngrass:0,200,0::\nroad:128,64,128::\n",
+                       "classes.json": '{"sky": "#4682b4", "grass": [0, 200, 0], "road": "128,64,128"}'}.items():
+        (tmp_path / name).write_text(text)
+        out = tmp_path / f"out_{name}"
+        code, printed = convert(capsys, "--masks", masks, "--images", photos, "--palette", tmp_path / name,
+                                "--out", out)
+        assert code == 0 and "wrote 2 pairs" in printed, printed
+        ids = np.array(Image.open(out / "train_label" / "b.png"))
+        assert ids.dtype == np.uint8 and sorted(np.unique(ids)) == [0, 1, 2]
+        assert (ids[:5] == 0).all() and (ids[-5:] == 1).all()  # sky on top, grass at the bottom
+        from spadegan.palettes import read_palette_file
+        palette = read_palette_file(out / "palette.json")
+        assert palette.names == ("sky", "grass", "road") and tuple(palette.colors[2]) == ROAD
+    code, printed = inspect(capsys, tmp_path / "out_tool.txt")
+    assert code == 0 and "--label_nc 3" in printed
+
+
+def test_a_colour_not_in_the_palette_is_named_and_nothing_is_written(tmp_path, capsys):
+    mask = colour_mask(16, 16, [SKY, GRASS])
+    mask[3, 3] = (1, 2, 3)
+    masks, photos = write_masks(tmp_path, {"a": mask})
+    (tmp_path / "p.txt").write_text("70 130 180 sky\n0 200 0 grass\n")
+    message, _ = convert(capsys, "--masks", masks, "--images", photos, "--palette", tmp_path / "p.txt",
+                         "--out", tmp_path / "out")
+    assert f"{masks / 'a.png'}: 1 colour(s) not in the palette" in message and "(1, 2, 3) (1 pixels)" in message
+    assert "nothing was written" in message and not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left behind
+
+
+def test_anti_aliased_edges_are_reported_and_mapped_only_within_the_distance(tmp_path, capsys):
+    mask = colour_mask(16, 16, [SKY, GRASS])
+    mask[8] = (35, 165, 90)  # a blended row between sky and grass, as anti-aliasing draws it
+    masks, photos = write_masks(tmp_path, {"a": mask})
+    (tmp_path / "p.txt").write_text("70 130 180 sky\n0 200 0 grass\n")
+    message, _ = convert(capsys, "--masks", masks, "--images", photos, "--palette", tmp_path / "p.txt",
+                         "--out", tmp_path / "out")
+    assert "lie on borders between classes, as anti-aliased edges do" in message and "--max_distance" in message
+    message, _ = convert(capsys, "--masks", masks, "--images", photos, "--palette", tmp_path / "p.txt",
+                         "--out", tmp_path / "out", "--max_distance", 20)
+    assert "within --max_distance 20" in message  # the blend is ~106 from either colour: no guessing
+    code, printed = convert(capsys, "--masks", masks, "--images", photos, "--palette", tmp_path / "p.txt",
+                            "--out", tmp_path / "out", "--max_distance", 120)
+    assert code == 0 and "16 pixels mapped to the nearest colour" in printed
+
+
+def test_palette_files_that_cannot_be_read_are_errors(tmp_path):
+    from spadegan.palettes import read_palette_file
+
+    cases = {"dup.txt": ("1 2 3 a\n1 2 3 b\n", "'a' and 'b' have the same colour"),
+             "bad.txt": ("1 2 sky\n", "line 1"),
+             "range.json": ('[{"name": "x", "color": [0, 0, 300]}]', "entry 0: colour"),
+             "ids.json": ('[{"id": 0, "name": "x", "color": [1, 1, 1]}, {"id": 2, "name": "y", "color": [2, 2, 2]}]',
+                          "the ids must be 0..1")}
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        try:
+            read_palette_file(tmp_path / name)
+        except ValueError as error:
+            assert expected in str(error) and name in str(error), (name, error)
+        else:
+            raise AssertionError(f"{name} was accepted")

@@ -535,6 +535,28 @@ def cmd_dataset_inspect(args: argparse.Namespace) -> int:
     return 0 if why_nothing_fits(report) is None else 1
 
 
+def cmd_dataset_convert(args: argparse.Namespace) -> int:
+    from .data.convert import ConvertError, convert_masks
+    from .palettes import known_palette, parse_color, read_palette_file
+
+    try:
+        if known_palette(args.palette) is not None:
+            palette = known_palette(args.palette)
+            dontcare = (0, 0, 0) if palette.dontcare_id is not None else None  # black: unlabeled there
+        else:
+            palette, dontcare = read_palette_file(args.palette), None
+        if args.dontcare_color is not None:
+            dontcare = parse_color(args.dontcare_color, "--dontcare_color")
+        result = convert_masks(args.masks, args.images, palette, args.out, dontcare=dontcare,
+                               max_distance=args.max_distance, progress=not args.no_progress)
+    except (ConvertError, ValueError) as error:
+        raise SystemExit(f"spadegan dataset convert: {error}; nothing was written") from None
+    mapped = f" ({result.approximated_pixels} pixels mapped to the nearest colour)" if result.approximated_pixels else ""
+    print(f"wrote {result.pairs} pairs and palette.json ({len(palette)} classes) to {result.out}{mapped}; next:\n"
+          f"  spadegan dataset inspect {result.out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .serve import Limits, serve
@@ -716,6 +738,20 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--max_images", type=int, default=9223372036854775807, help="inspect the first N pairs only")
     inspect.add_argument("--no_progress", action="store_true")
     inspect.set_defaults(run=cmd_dataset_inspect)
+
+    convert = dataset_commands.add_parser("convert", help="colour-coded masks from a labelling tool → a data set of "
+                                          "class-id maps with its palette (train_label/, train_img/, palette.json)")
+    convert.add_argument("--masks", required=True, help="folder of colour masks (PNG), named as the photos")
+    convert.add_argument("--images", required=True, help="folder of the photos")
+    convert.add_argument("--palette", required=True, help="the classes' colours: a file (JSON [{name, color}] or "
+                         "{name: color}; text 'r g b name' lines or CVAT's labelmap.txt), or coco, ade20k, cityscapes")
+    convert.add_argument("--out", required=True, help="the new data set's folder (must not exist)")
+    convert.add_argument("--dontcare_color", help="R,G,B of unlabeled pixels, written as don't-care (255); "
+                         "coco and ade20k: black")
+    convert.add_argument("--max_distance", type=float, help="map a colour not in the palette to the nearest one "
+                         "within this RGB distance (for anti-aliased edges; default: no guessing)")
+    convert.add_argument("--no_progress", action="store_true")
+    convert.set_defaults(run=cmd_dataset_convert)
 
     landscapes = commands.add_parser("landscapes", help="write a procedural landscape data set "
                                      "(COCO-Stuff ids; train_label/, train_inst/, train_img/ PNGs)")

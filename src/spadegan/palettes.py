@@ -20,14 +20,19 @@ looking the name up with ``util.coco.id2label(i)``, which returns the COCO-Stuff
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .semantics import DONTCARE_ID  # "unlabeled" in the official datasets; always drawn black
-
+from .semantics import (
+    DONTCARE_ID,  # "unlabeled" in the official datasets; always drawn black
+)
 
 # -- colour maps ----------------------------------------------------------------------------------
 
@@ -307,6 +312,11 @@ def _generic_palette(label_nc: int) -> Palette:
     return Palette(f"generic-{label_nc}", names, labelcolormap(label_nc), dontcare_id=None)
 
 
+def known_palette(name: str) -> Palette | None:
+    """The palette of an official data set by its dataset mode (coco, ade20k, cityscapes), or None."""
+    return _BY_DATASET_MODE.get(name)
+
+
 def palette_for(dataset_mode: str, label_nc: int) -> Palette:
     """The palette for the options ``--dataset_mode`` / ``--label_nc``.
 
@@ -339,3 +349,98 @@ def colorize_label_tensor(label: torch.Tensor, palette: Palette) -> torch.Tensor
 
 __all__ = ["ADE20K", "CITYSCAPES", "COCO_STUFF", "DONTCARE_ID", "Palette", "colorize_label_tensor",
            "labelcolormap", "palette_for"]
+
+
+# -- a data set's own palette: read from a labelling tool's file, saved beside the data ----------
+
+PALETTE_FILE = "palette.json"  # beside a converted data set: its classes' names and colours
+
+
+def parse_color(value, where: str) -> tuple[int, int, int]:
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if re.fullmatch(r"[0-9a-fA-F]{6}", text):
+            return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+        parts = re.split(r"[,\s]+", value.strip())
+    else:
+        parts = list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        rgb = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ValueError(f"{where}: colour {value!r}: expected R,G,B (0-255 each) or #rrggbb")
+    return rgb  # type: ignore[return-value]
+
+
+def read_palette_file(path: str | os.PathLike) -> Palette:
+    """A data set's classes from a labelling tool's palette file, in file order (class id i is
+    the i-th entry, or the entry's ``id``):
+
+    - JSON: a list of ``{"name": ..., "color": [r, g, b] | "#rrggbb"[, "id": i]}``, or an object
+      ``{name: color}`` (our ``palette.json`` is the first form);
+    - text, one class per line: ``r g b name`` (e.g. exported colour lists) or CVAT's
+      ``labelmap.txt`` lines ``name:r,g,b::``; lines starting with ``#`` are comments.
+
+    ``ValueError`` naming the file and line for anything else; two classes may not share a colour."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read it as a palette file ({error})") from None
+    entries: list[tuple[int | None, str, tuple[int, int, int]]] = []
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        items = [{"name": k, "color": v} for k, v in data.items()] if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: expected a list of {{name, color}} entries or a {{name: color}} object")
+        for n, item in enumerate(items):
+            where = f"{path}, entry {n}"
+            if not isinstance(item, dict) or "name" not in item or "color" not in item:
+                raise ValueError(f"{where}: expected {{\"name\": ..., \"color\": [r, g, b]}}, got {item!r}")
+            index = item.get("id")
+            if index is not None and (not isinstance(index, int) or index < 0):
+                raise ValueError(f"{where}: id {index!r}: expected a class id ≥ 0")
+            entries.append((index, str(item["name"]), parse_color(item["color"], where)))
+    else:
+        for n, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            where = f"{path}, line {n}"
+            if ":" in line:  # CVAT: name:r,g,b:parts:actions
+                name, _, rest = line.partition(":")
+                entries.append((None, name.strip(), parse_color(rest.split(":", 1)[0], where)))
+                continue
+            parts = line.split(maxsplit=3)
+            if len(parts) < 4:
+                raise ValueError(f"{where}: {raw.strip()!r}: expected 'r g b name' or 'name:r,g,b::'")
+            entries.append((None, parts[3].strip(), parse_color(parts[:3], where)))
+    if not entries:
+        raise ValueError(f"{path}: no classes in it")
+    if any(index is not None for index, _, _ in entries):
+        if not all(index is not None for index, _, _ in entries):
+            raise ValueError(f"{path}: give an id to every entry or to none")
+        ids = [index for index, _, _ in entries]
+        if sorted(ids) != list(range(len(ids))):
+            raise ValueError(f"{path}: the ids must be 0..{len(ids) - 1}, each once; got {sorted(ids)}")
+        entries.sort(key=lambda e: e[0])
+    seen: dict[tuple[int, int, int], str] = {}
+    for _, name, rgb in entries:
+        if rgb in seen:
+            raise ValueError(f"{path}: {seen[rgb]!r} and {name!r} have the same colour {rgb}")
+        seen[rgb] = name
+    return Palette(path.stem, tuple(name for _, name, _ in entries),
+                   np.array([rgb for _, _, rgb in entries], dtype=np.uint8), dontcare_id=None)
+
+
+def write_palette_file(palette: Palette, path: str | os.PathLike) -> None:
+    """``palette`` as :func:`read_palette_file` reads it back (JSON, ids in order)."""
+    from .atomic import atomic_write
+
+    entries = [{"id": i, "name": name, "color": [int(c) for c in palette.colors[i]]}
+               for i, name in enumerate(palette.names)]
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1) + "\n"), durable=False)
