@@ -289,7 +289,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         checkpoint = load_any_checkpoint(args.checkpoint)
         dtype = torch.float16 if args.half else torch.float32
         folder = save_inference_checkpoint(args.inference, checkpoint, use_ema=not args.no_ema, dtype=dtype,
-                                           extra={"exported_from": str(checkpoint.folder),
+                                           extra={**{k: checkpoint.meta[k] for k in ("palette", "palette_name")
+                                                     if k in checkpoint.meta},
+                                                  "exported_from": str(checkpoint.folder),
                                                   "step": checkpoint.meta.get("step"),
                                                   "generator": "trained" if args.no_ema else "ema"})
         which = "the trained generator (not its EMA)" if args.no_ema else "the EMA generator where there is one"

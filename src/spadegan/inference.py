@@ -29,7 +29,7 @@ from .nn.fast_spade import share_gamma_beta_storage
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
 from .nn.prepacked import release_plain_weights, set_compute_dtype
 from .nn.spade import SPADE
-from .palettes import Palette, palette_for
+from .palettes import Palette, palette_for, palette_from_entries
 from .seeds import check_seed
 from .semantics import build_semantics, validate_labels
 
@@ -133,13 +133,14 @@ class Synthesizer:
     """``Synthesizer.from_checkpoint(path)(label_map, instance_map=None, style=None, seed=None)``."""
 
     def __init__(self, networks: Networks, device: str | torch.device | None = None,
-                 fold: bool = False, precision: str = "fp32"):
+                 fold: bool = False, precision: str = "fp32", palette: Palette | None = None):
         """``fold``: fold spectral norm into plain weights (W/σ with the stored vectors, what eval
         mode computes at every call otherwise), store conv weights channels-last and pack them
         for oneDNN, in place: for networks owned by this object. ``precision``: ``"fp32"`` (the
         exact computation) or ``"bf16"``: the convolutions run in bfloat16 (everything else in
         float32), several times faster on CPUs with AMX and on GPUs with tensor cores, not exact
-        (images move by about 1/255); needs ``fold``."""
+        (images move by about 1/255); needs ``fold``. ``palette``: the classes' names and colours
+        (default: the data set's by class count, :func:`palette_for_model`)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         if precision != "fp32" and not fold:
@@ -160,7 +161,7 @@ class Synthesizer:
                 if network is not None:
                     keep_one_weight_copy(network)
         self.config = networks.config
-        self.palette = palette_for_model(self.config)
+        self.palette = palette if palette is not None else palette_for_model(self.config)
         release_freed_memory()  # the copies that loading and folding left behind
 
     @classmethod
@@ -176,7 +177,7 @@ class Synthesizer:
             networks = checkpoint.networks
             if use_ema and checkpoint.ema_generator is not None:
                 networks = Networks(networks.config, checkpoint.ema_generator, None, networks.encoder)
-            return cls(networks, device, fold=True, precision=precision)
+            return cls(networks, device, fold=True, precision=precision, palette=checkpoint_palette(checkpoint))
         return cls(load_official(path, epoch=epoch).networks, device, fold=True, precision=precision)
 
     @property
@@ -366,6 +367,18 @@ class Synthesizer:
         """PIL images, one per label map in the batch (or per seed)."""
         images = self.synthesize(label_map, instance_map, style=style, seed=seed, z=z, resize=resize, size=size)
         return [to_pil(image) for image in images]
+
+
+def checkpoint_palette(checkpoint) -> Palette | None:
+    """The palette a checkpoint was trained with (its data set's ``palette.json``), or None."""
+    entries = checkpoint.meta.get("palette")
+    if not entries:
+        return None
+    semantics = checkpoint.networks.config.semantics
+    if len(entries) != semantics.label_nc:
+        raise ValueError(f"{checkpoint.folder}: its palette has {len(entries)} classes, the model {semantics.label_nc}")
+    dontcare = semantics.label_nc if semantics.contain_dontcare_label else None
+    return palette_from_entries(checkpoint.meta.get("palette_name", "data set"), entries, dontcare)
 
 
 def batches_by_size(layouts: Sequence[Layout], samples: int, batch_size: int) -> list[list[tuple[int, int]]]:

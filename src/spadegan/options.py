@@ -115,6 +115,40 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="print the resolved configuration and exit")
 
 
+def infer_label_options(options: dict[str, Any], dontcare_given: bool) -> dict[str, Any]:
+    """``label_nc`` (and ``contain_dontcare_label``) of a custom data set given without them: the
+    class count of its ``palette.json`` where there is one (``spadegan dataset convert`` writes
+    it), else one more than the largest id its label maps hold; don't-care (255) present turns
+    ``contain_dontcare_label`` on unless it was given. Printed, and stored in the checkpoints with
+    the model's configuration."""
+    import sys
+
+    from .data.inspect import inspect_dataset
+    from .palettes import PALETTE_FILE, read_palette_file
+
+    label_dir = Path(options["label_dir"])
+    palette_path = label_dir.parent / PALETTE_FILE
+    data = DataConfig(dataset_mode="custom", label_dir=str(label_dir), image_dir=options["image_dir"],
+                      label_nc=2 ** 31 - 1, use_instance=False, no_pairing_check=bool(options["no_pairing_check"]),
+                      max_dataset_size=options["max_dataset_size"])
+    report = inspect_dataset(data, progress=False)
+    ids = report.class_ids()
+    if palette_path.is_file():
+        label_nc = len(read_palette_file(palette_path))
+        source = f"the {label_nc} classes of {palette_path}"
+    elif ids:
+        label_nc, source = max(ids) + 1, f"the largest id in {label_dir}, {max(ids)}"
+    else:
+        return {}  # nothing readable: the data set's own checks will say why
+    inferred = {"label_nc": label_nc}
+    note = ""
+    if not dontcare_given and report.dontcare_pixels:
+        inferred["contain_dontcare_label"] = True
+        note = " and --contain_dontcare_label (its maps hold don't-care pixels, id 255)"
+    print(f"--label_nc {label_nc} (from {source}){note}", file=sys.stderr)
+    return inferred
+
+
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     """Official options with the official default resolution applied."""
     given = {name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None}
@@ -131,6 +165,8 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     if given.get("no_TTUR"):
         options.update(beta1=0.5, beta2=0.999)  # the official defaults without TTUR
     options.update(given)
+    if mode == "custom" and "label_nc" not in given and not given.get("continue_train") and options.get("label_dir"):
+        options.update(infer_label_options(options, dontcare_given="contain_dontcare_label" in given))
     options["spade_hidden"] = args.spade_hidden
     options["z_modulation"] = args.z_modulation
     options["upsample"] = args.upsample

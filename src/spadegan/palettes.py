@@ -437,10 +437,24 @@ def read_palette_file(path: str | os.PathLike) -> Palette:
                    np.array([rgb for _, _, rgb in entries], dtype=np.uint8), dontcare_id=None)
 
 
+def palette_entries(palette: Palette) -> list[dict]:
+    """``palette`` as JSON-able entries ``{"id", "name", "color"}`` (palette.json, checkpoints)."""
+    return [{"id": i, "name": name, "color": [int(c) for c in palette.colors[i]]}
+            for i, name in enumerate(palette.names)]
+
+
+def palette_from_entries(name: str, entries: list[dict], dontcare_id: int | None) -> Palette:
+    """The palette :func:`palette_entries` describes (ids 0..N-1 in order)."""
+    ordered = sorted(entries, key=lambda e: e["id"])
+    if [e["id"] for e in ordered] != list(range(len(ordered))):
+        raise ValueError(f"palette {name!r}: ids must be 0..{len(ordered) - 1}")
+    return Palette(name, tuple(str(e["name"]) for e in ordered),
+                   np.array([parse_color(e["color"], name) for e in ordered], dtype=np.uint8), dontcare_id)
+
+
 def write_palette_file(palette: Palette, path: str | os.PathLike) -> None:
     """``palette`` as :func:`read_palette_file` reads it back (JSON, ids in order)."""
     from .atomic import atomic_write
 
-    entries = [{"id": i, "name": name, "color": [int(c) for c in palette.colors[i]]}
-               for i, name in enumerate(palette.names)]
+    entries = palette_entries(palette)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1) + "\n"), durable=False)

@@ -36,13 +36,13 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write
 from ..checkpoint import CHECKPOINTS, LATEST, latest_checkpoint, load_checkpoint, save_checkpoint
-from ..config import ModelConfig, RunConfig, TrainConfig
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..data import build_dataset
 from ..losses import VGGPerceptualLoss
 from ..models import Networks, build_networks
 from ..nn.norm import convert_sync_batchnorm
 from ..nn.vgg import load_vgg19, resolve_vgg19_path
-from ..palettes import palette_for
+from ..palettes import PALETTE_FILE, palette_entries, palette_for, read_palette_file
 from ..semantics import build_semantics
 from .logging import RunLogger
 from .steps import StepNetworks, discriminator_losses, generator_losses
@@ -257,6 +257,21 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
+def data_set_palette(data: DataConfig, model: ModelConfig) -> dict[str, Any]:
+    """A custom data set's ``palette.json`` (beside its label folder, as ``spadegan dataset
+    convert`` writes it), for the checkpoints: so that synthesize and serve show its class names
+    and colours. Empty where there is none."""
+    if data.dataset_mode != "custom" or not data.label_dir:
+        return {}
+    path = Path(data.label_dir).parent / PALETTE_FILE
+    if not path.is_file():
+        return {}
+    palette = read_palette_file(path)
+    if len(palette) != model.semantics.label_nc:
+        raise ValueError(f"{path}: {len(palette)} classes, but --label_nc is {model.semantics.label_nc}")
+    return {"palette": palette_entries(palette), "palette_name": Path(data.label_dir).parent.name}
+
+
 class RunCheckpoints:
     """A run's checkpoints as the loop saves them: every rank calls :meth:`save` together (the
     RNG states are gathered from all), rank 0 writes the folder, points ``latest`` at it and
@@ -265,11 +280,13 @@ class RunCheckpoints:
     def __init__(self, checkpoints_dir: Path, ctx: Distributed, keep: int, model_config: ModelConfig,
                  trained: tuple[nn.Module, nn.Module, nn.Module | None], ema: EMA | None,
                  optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
-                 scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler] | None, batch_size: int, seed: int):
+                 scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler] | None, batch_size: int, seed: int,
+                 meta: dict[str, Any] | None = None):
         self.checkpoints_dir, self.ctx, self.keep = checkpoints_dir, ctx, keep
         self.model_config, self.trained, self.ema = model_config, trained, ema  # G, D, E as trained (maybe DDP-wrapped)
         self.optimizers, self.scalers = optimizers, scalers  # (G, D); scalers only with fp16 loss scaling
         self.batch_size, self.seed = batch_size, seed
+        self.meta = meta or {}  # more for every checkpoint's config.json (the data set's palette)
         self.last_saved: Path | None = None
         self.saved_at_step = -1  # on every rank, so that all ranks agree on the final save
 
@@ -298,7 +315,7 @@ class RunCheckpoints:
                          None if encoder is None else _unwrap(encoder))
         folder = save_checkpoint(self.checkpoints_dir / name, plain,
                                  ema_generator=None if self.ema is None else self.ema.model,
-                                 training_state=training_state, extra={"step": step, "epoch": epoch})
+                                 training_state=training_state, extra={**self.meta, "step": step, "epoch": epoch})
         atomic_write(self.checkpoints_dir / LATEST, lambda tmp: tmp.write_text(name + "\n"))
         _prune(self.checkpoints_dir, self.keep, protect=folder)
         self.last_saved = folder
@@ -420,7 +437,8 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     batches_per_epoch = len(sampler) // per_rank
     if batches_per_epoch == 0:
         raise ValueError(f"the data set has {len(dataset)} samples: not one full batch of {cfg.batch_size}")
-    # the run folder appears only once the data and the VGG weights passed their checks
+    palette_meta = data_set_palette(run.data, model_config)
+    # the run folder appears only once the data, its palette and the VGG weights passed their checks
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "run_config.json",
@@ -453,7 +471,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
     checkpoints = RunCheckpoints(checkpoints_dir, ctx, cfg.keep_checkpoints, model_config,
                                  (generator, discriminator, encoder), ema,
                                  (optimizer_g, optimizer_d), (scaler_g, scaler_d) if use_scaler else None,
-                                 cfg.batch_size, cfg.seed)
+                                 cfg.batch_size, cfg.seed, meta=palette_meta)
 
     loader_generator = torch.Generator()  # keeps DataLoader seeding off the global RNG (exact resume)
     started, steps_timed = time.perf_counter(), 0

@@ -1,5 +1,6 @@
-"""``spadegan dataset inspect``: small data sets in each layout, the options it prints, and the
-reasons it gives where no training setting fits."""
+"""Your own data: ``spadegan dataset inspect`` on small data sets in each layout (the options it
+prints, the reasons where none fits), ``spadegan dataset convert`` from colour masks, and a
+training run on the result without --label_nc whose model knows the class names."""
 
 from __future__ import annotations
 
@@ -209,3 +210,50 @@ def test_palette_files_that_cannot_be_read_are_errors(tmp_path):
             assert expected in str(error) and name in str(error), (name, error)
         else:
             raise AssertionError(f"{name} was accepted")
+
+
+def test_converted_masks_train_without_label_nc_and_the_model_knows_their_names(tmp_path, capsys):
+    from spadegan.checkpoint import load_checkpoint, resolve_checkpoint
+    from spadegan.inference import Synthesizer
+
+    rng = np.random.default_rng(0)
+    masks = {f"{i:02d}": colour_mask(64, 64, [SKY, ROAD, GRASS][: 2 + i % 2]) for i in range(4)}
+    for rgb in masks.values():
+        rgb[:4, :4] = (0, 0, 0)  # unlabeled corner
+    masks_dir, photos = write_masks(tmp_path, masks)
+    for path in photos.iterdir():
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    (tmp_path / "classes.json").write_text('[{"name": "sky", "color": [70, 130, 180]}, '
+                                           '{"name": "road", "color": [128, 64, 128]}, '
+                                           '{"name": "grass", "color": [0, 200, 0]}]')
+    data = tmp_path / "data"
+    code, _ = convert(capsys, "--masks", masks_dir, "--images", photos, "--palette", tmp_path / "classes.json",
+                      "--out", data, "--dontcare_color", "0,0,0")
+    assert code == 0
+    assert main(["train", "--name", "mine", "--dataset_mode", "custom", "--label_dir", str(data / "train_label"),
+                 "--image_dir", str(data / "train_img"), "--no_instance", "--preprocess_mode", "fixed",
+                 "--load_size", "64", "--crop_size", "64", "--ngf", "4", "--spade_hidden", "8", "--ndf", "8",
+                 "--n_layers_D", "2", "--no_vgg_loss", "--batchSize", "2", "--max_steps", "2", "--niter", "1",
+                 "--no_tensorboard", "--no_progress", "--gpu_ids", "-1", "--checkpoints_dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"--label_nc 3 (from the 3 classes of {data / 'palette.json'})" in err
+    assert "--contain_dontcare_label" in err
+    checkpoint = load_checkpoint(resolve_checkpoint(tmp_path / "mine"), with_training_state=False)
+    assert checkpoint.networks.config.semantics.label_nc == 3 and checkpoint.networks.config.semantics.contain_dontcare_label
+    synthesizer = Synthesizer.from_checkpoint(tmp_path / "mine", device="cpu")
+    assert synthesizer.palette.names == ("sky", "road", "grass") and synthesizer.palette.name == "data"
+    assert tuple(synthesizer.palette.colors[1]) == ROAD
+    # a colour map in the data set's own colours is read back as its ids
+    ids = synthesizer.layout(Image.fromarray(masks["00"].astype(np.uint8))).labels[0, 0]
+    assert int(ids[10, 10]) == 0 and int(ids[60, 10]) == 1 and int(ids[0, 0]) == 3  # 3: don't-care
+    # an inference export keeps the palette
+    assert main(["export", str(tmp_path / "mine"), "--inference", str(tmp_path / "inf")]) == 0
+    assert Synthesizer.from_checkpoint(tmp_path / "inf", device="cpu").palette.names == ("sky", "road", "grass")
+    # and the web demo's palette lists them
+    from serve_helpers import TestClient
+    from spadegan.serve import create_app
+
+    with TestClient(create_app(synthesizer, warm_up=False)) as client:
+        classes = client.get("/api/classes").json()
+    shown = {entry["name"]: entry["color"] for group in classes["groups"] for entry in group["classes"]}
+    assert shown["road"] == "#804080" and {"sky", "grass"} <= set(shown)
