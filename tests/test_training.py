@@ -296,6 +296,7 @@ def test_synthesized_images_get_closer_to_the_photos(tmp_path):
     (["--gan_mode", "ls", "--no_ganFeat_loss", "--D_steps_per_G", "2", "--no_TTUR"], {"GAN"}),
     (["--amp", "bf16", "--channels_last", "--norm_G", "spectralspadebatch3x3", "--batchSize", "2"], {"GAN", "GAN_Feat"}),
     (["--vgg", "--lambda_vgg", "5"], {"GAN", "GAN_Feat", "VGG"}),
+    (["--norm_mode", "clade"], {"GAN", "GAN_Feat"}),
 ])
 def test_training_variants_run_and_log(tmp_path, flags, expected_losses):
     """Each variant trains a few steps, logs its loss terms and leaves a loadable checkpoint."""

@@ -47,7 +47,8 @@ OFFICIAL_DEFAULTS: dict[str, Any] = {
 _BOOL_OPTIONS_WITH_NONE_DEFAULT = {"isTrain"}
 # Options of ours that the official code does not have (written to opt.txt only when they differ
 # from the official behaviour, so official-compatible models keep an official-looking opt.txt).
-EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128, "z_modulation": False, "upsample": "nearest"}
+EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128, "z_modulation": False, "upsample": "nearest",
+                                      "norm_mode": "spade"}  # norm_mode: the official CLADE code's option
 
 
 def _parse_value(name: str, text: str) -> Any:
@@ -131,6 +132,7 @@ class GeneratorConfig:
     spade_hidden: int = 128                  # SPADE label network width (official: fixed 128)
     z_modulation: bool = False               # z also modulates every block's input (ours; official: off)
     upsample: Literal["nearest", "bilinear"] = "nearest"  # the features' 2× upsampling (official: nearest)
+    norm_mode: Literal["spade", "clade"] = "spade"  # CLADE (Tan et al.): γ, β per class instead of a label network
     resnet_n_downsample: int = 4
     resnet_n_blocks: int = 9
     resnet_kernel_size: int = 3
@@ -201,6 +203,7 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
         spade_hidden=_option(options, "spade_hidden"),
         z_modulation=bool(_option(options, "z_modulation")) and use_vae and net == "spade",
         upsample=_option(options, "upsample") if net == "spade" else "nearest",
+        norm_mode=_option(options, "norm_mode") if net == "spade" else "spade",
         **{name: _option(options, name) for name in ("resnet_n_downsample", "resnet_n_blocks",
                                                      "resnet_kernel_size", "resnet_initial_kernel_size")})
     discriminator = None
@@ -237,6 +240,8 @@ def options_from_model_config(config: ModelConfig) -> dict[str, Any]:
         options["z_modulation"] = True
     if g.upsample != EXTENSION_DEFAULTS["upsample"]:
         options["upsample"] = g.upsample
+    if g.norm_mode != EXTENSION_DEFAULTS["norm_mode"]:
+        options["norm_mode"] = g.norm_mode  # as the official CLADE code names it
     if config.discriminator is not None:
         d = config.discriminator
         options.update(ndf=d.ndf, n_layers_D=d.n_layers_D, num_D=d.num_D, norm_D=d.norm_D,

@@ -29,7 +29,8 @@ def build_generator(config: GeneratorConfig, semantics: SemanticsConfig) -> nn.M
                               aspect_ratio=config.aspect_ratio,
                               num_upsampling_layers=config.num_upsampling_layers, z_dim=config.z_dim,
                               norm=config.norm_G, spade_hidden=config.spade_hidden,
-                              z_modulation=config.z_modulation, upsample=config.upsample)
+                              z_modulation=config.z_modulation, upsample=config.upsample,
+                              norm_mode=config.norm_mode, instance_edges=semantics.use_instance)
     if config.netG == "pix2pixhd":
         return Pix2PixHDGenerator(channels, ngf=config.ngf, n_downsample=config.resnet_n_downsample,
                                   n_blocks=config.resnet_n_blocks, kernel_size=config.resnet_kernel_size,

@@ -99,6 +99,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours.add_argument("--upsample", choices=["nearest", "bilinear"], default="nearest",
                       help="how the SPADE generator upsamples its features 2x between blocks (official: nearest, "
                            "whose blocks show as edges in flat regions; the label maps stay nearest)")
+    ours.add_argument("--norm_mode", choices=["spade", "clade"], default="spade",
+                      help="clade: class-adaptive normalization (Tan et al., CLADE): each class's γ and β are "
+                           "learned vectors, looked up per pixel, instead of SPADE's label network (the official "
+                           "CLADE option; its intra-class distance input is not supported)")
     ours.add_argument("--no_tensorboard", action="store_true")
     ours.add_argument("--init_from", metavar="CHECKPOINT",
                       help="start from this checkpoint's weights (ours, a run folder or official): fine-tuning "
@@ -170,6 +174,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     options["spade_hidden"] = args.spade_hidden
     options["z_modulation"] = args.z_modulation
     options["upsample"] = args.upsample
+    options["norm_mode"] = args.norm_mode
     return options
 
 

@@ -52,6 +52,8 @@ class SPADEGenerator(nn.Module):
         spade_hidden: int = 128,             # width of SPADE's label network (official: 128)
         z_modulation: bool = False,          # z also scales and shifts every block's input (ours)
         upsample: str = "nearest",           # features' 2× upsampling: "nearest" (official) or "bilinear"
+        norm_mode: str = "spade",            # "clade": class-adaptive normalization in every block
+        instance_edges: bool = False,        # the semantic map's last channel holds instance edges
     ):
         super().__init__()
         spec = parse_norm_spec(norm) if isinstance(norm, str) else norm
@@ -73,7 +75,8 @@ class SPADEGenerator(nn.Module):
         def block(fin: int, fout: int) -> SPADEResnetBlock:
             return SPADEResnetBlock(fin, fout, label_channels, param_free=spec.kind,
                                     kernel_size=spec.kernel_size, spectral=spec.spectral,
-                                    hidden_channels=spade_hidden)
+                                    hidden_channels=spade_hidden, norm_mode=norm_mode,
+                                    instance_edges=instance_edges)
 
         self.head_0 = block(16 * nf, 16 * nf)
         self.G_middle_0 = block(16 * nf, 16 * nf)
@@ -101,6 +104,7 @@ class SPADEGenerator(nn.Module):
             self.z_modulation = None
         # The exact fast computation of γ and β (spadegan.nn.fast_spade) for one-hot input; the
         # reference path stays selectable (``fast_spade = False``). Not part of the state dict.
+        self.norm_mode = norm_mode
         self.fast_spade = spec.kernel_size == 3
 
     @staticmethod
@@ -123,7 +127,7 @@ class SPADEGenerator(nn.Module):
             x = F.interpolate(seg, size=(self.start_height, self.start_width), mode="nearest")
             x = self.fc(x)
 
-        if self.fast_spade:
+        if self.fast_spade and self.norm_mode == "spade":  # CLADE is a lookup already
             # Class ids recovered once; each resolution's label map is made once, not per layer.
             maps = label_maps_from_semantics(seg)
             if maps is not None:

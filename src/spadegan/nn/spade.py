@@ -53,6 +53,50 @@ class SPADE(nn.Module):
         return normalized * (1 + gamma) + beta  # Eq. 1
 
 
+class ClassAffine(nn.Module):
+    """CLADE's per-class scale and shift: row c of ``weight`` and ``bias`` for a pixel of class c
+    (official CLADE ``ClassAffine``, without its optional intra-class distance input)."""
+
+    def __init__(self, num_classes: int, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, channels))
+        self.bias = nn.Parameter(torch.empty(num_classes, channels))
+        nn.init.uniform_(self.weight)  # official: U(0, 1) scales, zero shifts
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """``classes``: N×H×W class ids at x's resolution."""
+        scale = F.embedding(classes, self.weight).permute(0, 3, 1, 2)
+        shift = F.embedding(classes, self.bias).permute(0, 3, 1, 2)
+        return x * scale + shift
+
+
+class CLADE(nn.Module):
+    """Class-adaptive normalization (Tan et al., "Efficient Semantic Image Synthesis via
+    Class-Adaptive Normalization", TPAMI 2021): SPADE's Eq. 1 with γ and β depending on the class
+    only, ``norm(x)·γ[c] + β[c]``, a lookup instead of SPADE's label network. With instance edges,
+    the edge map goes through a 1×1 conv and is appended as one more channel (official CLADE), so
+    the convolution that follows takes one more input channel."""
+
+    def __init__(self, norm_channels: int, num_classes: int, instance_edges: bool,
+                 param_free: ParamFreeKind = "syncbatch"):
+        super().__init__()
+        self.param_free_norm = param_free_norm(param_free, norm_channels, affine=False)
+        self.class_specified_affine = ClassAffine(num_classes, norm_channels)
+        self.inst_conv = nn.Conv2d(1, 1, kernel_size=1) if instance_edges else None
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        """``segmap``: the one-hot semantic map (+ the edge channel last, with instance edges)."""
+        normalized = self.param_free_norm(x)
+        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
+        if self.inst_conv is not None:
+            segmap, edges = segmap[:, :-1], segmap[:, -1:]
+        out = self.class_specified_affine(normalized, segmap.argmax(dim=1))
+        if self.inst_conv is not None:
+            out = torch.cat([out, self.inst_conv(edges)], dim=1)
+        return out
+
+
 class SPADEResnetBlock(nn.Module):
     """The SPADE residual block (Fig. 4, left): two SPADE-ReLU-conv units, and a learned
     SPADE-conv shortcut when the channel count changes."""
@@ -66,21 +110,32 @@ class SPADEResnetBlock(nn.Module):
         kernel_size: int = 3,           # SPADE label-network kernel
         spectral: bool = True,          # spectral norm on conv_0, conv_1, conv_s (not on SPADE convs)
         hidden_channels: int = 128,
+        norm_mode: str = "spade",       # "clade": class-adaptive normalization (CLADE) instead of SPADE
+        instance_edges: bool = False,   # the semantic map's last channel is the instance edge map
     ):
         super().__init__()
         self.learned_shortcut = in_channels != out_channels
         middle = min(in_channels, out_channels)
         wrap = spectral_norm if spectral else (lambda m: m)
-        self.conv_0 = wrap(nn.Conv2d(in_channels, middle, 3, padding=1))
-        self.conv_1 = wrap(nn.Conv2d(middle, out_channels, 3, padding=1))
+        extra = 1 if norm_mode == "clade" and instance_edges else 0  # CLADE appends the edge feature
+        self.conv_0 = wrap(nn.Conv2d(in_channels + extra, middle, 3, padding=1))
+        self.conv_1 = wrap(nn.Conv2d(middle + extra, out_channels, 3, padding=1))
         if self.learned_shortcut:
-            self.conv_s = wrap(nn.Conv2d(in_channels, out_channels, 1, bias=False))
-        spade_args = dict(label_channels=label_channels, param_free=param_free,
-                          kernel_size=kernel_size, hidden_channels=hidden_channels)
-        self.norm_0 = SPADE(in_channels, **spade_args)
-        self.norm_1 = SPADE(middle, **spade_args)
+            self.conv_s = wrap(nn.Conv2d(in_channels + extra, out_channels, 1, bias=False))
+        if norm_mode == "spade":
+            def norm(channels: int) -> nn.Module:
+                return SPADE(channels, label_channels, param_free, kernel_size, hidden_channels)
+        elif norm_mode == "clade":
+            classes = label_channels - (1 if instance_edges else 0)  # one-hot classes (+ don't-care)
+
+            def norm(channels: int) -> nn.Module:
+                return CLADE(channels, classes, instance_edges, param_free)
+        else:
+            raise ValueError(f"norm_mode {norm_mode!r}: expected 'spade' or 'clade'")
+        self.norm_0 = norm(in_channels)
+        self.norm_1 = norm(middle)
         if self.learned_shortcut:
-            self.norm_s = SPADE(in_channels, **spade_args)
+            self.norm_s = norm(in_channels)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps, upsample: bool = False) -> torch.Tensor:
         """``upsample``: take x upsampled 2× (nearest) as the input, as the generator feeds its up
