@@ -19,6 +19,7 @@ from conftest import FLOAT64_REL, check_error, max_abs_diff, well_conditioned_
 pytestmark = pytest.mark.numeric
 
 
+@torch.no_grad()
 def test_clade_is_a_per_class_scale_and_shift_of_the_normalized_input():
     """Eq. 1 with class-only γ, β (no "1 +": CLADE's scales start at U(0, 1)); with instance
     edges, the edge map through a 1×1 conv is one more channel. Float64: the lookup is the
@@ -35,8 +36,7 @@ def test_clade_is_a_per_class_scale_and_shift_of_the_normalized_input():
         edge_map = torch.randint(0, 2, (2, 1, 8, 8)).double()
         if edges:
             segmap = torch.cat([segmap, edge_map], 1)
-        with torch.no_grad():
-            out = layer(x, segmap)
+        out = layer(x, segmap)
         assert out.shape == (2, channels + edges, 16, 16)
         up = ids.repeat_interleave(2, 1).repeat_interleave(2, 2)  # nearest 2×
         mean, var = x.mean((2, 3), keepdim=True), x.var((2, 3), unbiased=False, keepdim=True)
