@@ -257,3 +257,19 @@ def test_converted_masks_train_without_label_nc_and_the_model_knows_their_names(
         classes = client.get("/api/classes").json()
     shown = {entry["name"]: entry["color"] for group in classes["groups"] for entry in group["classes"]}
     assert shown["road"] == "#804080" and {"sky", "grass"} <= set(shown)
+
+
+def test_a_cityscapes_root_is_detected_and_its_instance_maps_counted(tmp_path, capsys):
+    root = tmp_path / "cityscapes"
+    for name in ("aachen_000000_000019", "aachen_000001_000019"):
+        labels, images = root / "gtFine" / "train" / "aachen", root / "leftImg8bit" / "train" / "aachen"
+        ids = stripes(16, 32, [7, 26])  # road, car
+        write_pair(labels, images, f"{name}_gtFine_labelIds", ids, image_suffix=".png")
+        (images / f"{name}_gtFine_labelIds.png").rename(images / f"{name}_leftImg8bit.png")
+        Image.fromarray(ids.astype(np.uint8)).save(labels / f"{name}_gtFine_instanceIds.png")
+    code, out = inspect(capsys, root)
+    assert code == 0, out
+    assert "2 pairs (cityscapes layout)" in out and "instance maps: 2 of 2 pairs" in out and "car" in out
+    options = " ".join(suggested(out))
+    assert "--dataset_mode cityscapes --label_nc 35" in options and "--no_instance" not in options
+    assert "--aspect_ratio 2" in options and f"--dataroot {root}" in options
