@@ -7,12 +7,15 @@ the bounds in ``conftest``)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from spadegan.nn.fast_spade import label_maps_from_semantics
 from spadegan.nn.generator import SPADEGenerator
+from spadegan.nn.spade import SPADE
 from spadegan.semantics import build_semantics
 
 from conftest import (FLOAT32_REL, FLOAT64_REL, assert_same_outputs_and_gradients, check_error, forward_and_backward,
@@ -184,16 +187,14 @@ def test_no_tables_are_kept_between_training_steps():
     semantics = build_semantics(random_label_maps("blocks", classes, 64)[0], classes, False)
     g = tiny_spade_generator(classes, "spectralspadebatch3x3")
 
-    def cached() -> list:
-        return [m for m in g.modules() if "_fast_spade_cache" in m.__dict__]
-
     with torch.no_grad():
         g.train()(semantics)
-        assert not cached()
+        assert len(g.label_network_cache) == 0
         g.eval()(semantics)
-        assert cached()
+        assert len(g.label_network_cache) == sum(isinstance(m, SPADE) for m in g.modules())
         g.train()(semantics)
-        assert not cached()
+        assert len(g.label_network_cache) == 0
+    assert len(copy.deepcopy(g.eval()).label_network_cache) == 0  # a copy makes its own tables
 
 
 def test_gamma_beta_weights_shared_with_the_tables():
@@ -201,7 +202,6 @@ def test_gamma_beta_weights_shared_with_the_tables():
     the same numbers in the state dict, the same images bit for bit; a new state dict loaded into
     them updates the matrix with them, and a replaced weight is noticed."""
     from spadegan.nn.fast_spade import share_gamma_beta_storage
-    from spadegan.nn.spade import SPADE
 
     classes = 7
     labels, instances = random_label_maps("blocks", classes, 64)
@@ -217,13 +217,17 @@ def test_gamma_beta_weights_shared_with_the_tables():
             share_gamma_beta_storage(layer)
         assert all(torch.equal(v, state[k]) for k, v in g.state_dict().items())
         assert torch.equal(g(semantics), before)
+        maps = label_maps_from_semantics(semantics)
+
+        def tables(layer):
+            return g.label_network_cache.tables(layer, maps.num_classes, maps.at((64, 64)).edges is not None)
+
         for layer in layers:
-            matrix = layer._fast_spade_cache[1].matrix
-            assert matrix.data_ptr() == layer.mlp_gamma.weight.data_ptr()
+            assert tables(layer).matrix.data_ptr() == layer.mlp_gamma.weight.data_ptr()
         other = {k: v * 1.25 if "mlp_gamma.weight" in k or "mlp_beta.weight" in k else v for k, v in state.items()}
         g.load_state_dict(other)
         shared = g(semantics)
-        assert all(m._fast_spade_cache[1].matrix.data_ptr() == m.mlp_gamma.weight.data_ptr() for m in layers)
+        assert all(tables(m).matrix.data_ptr() == m.mlp_gamma.weight.data_ptr() for m in layers)
         fresh = tiny_spade_generator(semantics.shape[1], "spectralspadesyncbatch3x3")
         fresh.load_state_dict(other)
         assert torch.equal(shared, fresh.eval()(semantics))

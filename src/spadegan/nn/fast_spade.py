@@ -24,6 +24,7 @@ layer's output from them. When the input is not exactly one-hot (and 0/1 edges),
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -280,36 +281,58 @@ class LabelNetworkTables:
 
 
 def _label_network(spade, num_classes: int, has_edges: bool) -> LabelNetworkTables:
-    """The label network's weights rearranged for the lookups. Kept while the weights do not
-    change and no gradient is needed (inference); rebuilt each time in training, where only the
-    table and the bias are made: the products with the γ|β weight rearrange it themselves
+    """The label network's weights rearranged for the lookups. With gradients (training) only
+    the table and the bias are made: the products with the γ|β weight rearrange it themselves
     (:class:`_GammaBetaProduct`)."""
     shared, gamma, beta = spade.mlp_shared[0], spade.mlp_gamma, spade.mlp_beta
-    params = (shared.weight, shared.bias, gamma.weight, gamma.bias, beta.weight, beta.bias)
-    grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
     bias = torch.cat([gamma.bias, beta.bias], dim=0)
-    if grad:
-        return LabelNetworkTables(_shared_table(shared.weight, num_classes, has_edges), shared.bias, None, None, bias)
-    key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-    # Kept for inference only: in training the weights change at every step, and a table kept
-    # from the discriminator step's no-grad forward would only add to the memory between steps.
-    cacheable = not spade.training
-    cached = spade.__dict__.get("_fast_spade_cache")
-    if cacheable and cached is not None and cached[0] == key:
-        return cached[1]
-    spade.__dict__.pop("_fast_spade_cache", None)
+    table = _shared_table(shared.weight, num_classes, has_edges)
+    if torch.is_grad_enabled() and any(p.requires_grad for p in spade.parameters()):
+        return LabelNetworkTables(table, shared.bias, None, None, bias)
     matrix = _shared_gamma_beta_matrix(spade)
     if matrix is None:
         matrix = _gamma_beta_matrix(gamma.weight, beta.weight, "offsets")
-    prepared = LabelNetworkTables(_shared_table(shared.weight, num_classes, has_edges), shared.bias,
-                                  _gamma_beta_matrix(gamma.weight, beta.weight, "sum"), matrix, bias)
-    if cacheable:
-        spade.__dict__["_fast_spade_cache"] = (key, prepared)
-    return prepared
+    return LabelNetworkTables(table, shared.bias, _gamma_beta_matrix(gamma.weight, beta.weight, "sum"), matrix, bias)
+
+
+class LabelNetworkCache:
+    """The tables of each SPADE layer (:class:`LabelNetworkTables`), kept between inference
+    forwards: made from a layer's weights once, and made again when any of them changes (a new
+    state dict, a move, a cast, an in-place update). Owned by the generator that runs the fast
+    path; not part of its state, and a copy of the generator starts with an empty one.
+
+    Nothing is kept for a layer in training mode: its weights change at every step, and tables
+    kept from the discriminator step's no-grad forward would only add to the memory between
+    steps."""
+
+    def __init__(self) -> None:
+        # Keyed by the layer itself, held weakly: a layer that is dropped takes its tables along.
+        self._entries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __deepcopy__(self, memo: dict) -> LabelNetworkCache:
+        return LabelNetworkCache()
+
+    def tables(self, spade, num_classes: int, has_edges: bool) -> LabelNetworkTables:
+        """``spade``'s tables for a map of ``num_classes`` classes (+ edges when ``has_edges``)."""
+        params = tuple(spade.parameters())
+        if spade.training or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            self._entries.pop(spade, None)
+            return _label_network(spade, num_classes, has_edges)
+        # What identifies the weights' values: the tensors, their storage and version counters.
+        key = (num_classes, has_edges) + tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        entry = self._entries.get(spade)
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        tables = _label_network(spade, num_classes, has_edges)
+        self._entries[spade] = (key, tables)
+        return tables
 
 
 def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
-                   negative_slope: float | None = None) -> torch.Tensor:
+                   negative_slope: float | None = None, cache: LabelNetworkCache | None = None) -> torch.Tensor:
     """The output of a :class:`~spadegan.nn.spade.SPADE` layer, ``norm(x)·(1 + γ) + β`` (Eq. 1),
     with γ and β computed as its convs compute them, from the label map at x's resolution.
 
@@ -317,8 +340,9 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
     eval-mode BatchNorm, 1/σ is folded into s on the per-class table and the boundary rows,
     before they are spread over the pixels, and x̂ = x − μ. With ``negative_slope``, the leaky
     ReLU that follows the layer is applied too (in the compiled kernel's pass when it runs).
+    ``cache``: where the layer's tables are kept between inference forwards (None: made anew).
     """
-    all_rows, extra_rows, fold = _modulation_rows(spade, x, level, num_classes)
+    all_rows, extra_rows, fold = _modulation_rows(spade, x, level, num_classes, cache)
     norm = spade.param_free_norm
     centred = None if fold else norm(x)
     if kernels.usable(x if fold else centred, all_rows):
@@ -348,7 +372,7 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
 
 def spade_modulate_pair(first, second, x: torch.Tensor, maps: LabelMaps, upsample: bool,
                         first_slope: float | None = None, second_slope: float | None = None,
-                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
+                        cache: LabelNetworkCache | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Two SPADE layers applied to one input in one pass of the compiled kernel: ``norm_s``
     and ``norm_0`` of a residual block with a learned shortcut (Fig. 4), on ``x`` upsampled 2×
     (nearest) when ``upsample``, as the generator feeds its up blocks. x is read once at its own
@@ -370,7 +394,7 @@ def spade_modulate_pair(first, second, x: torch.Tensor, maps: LabelMaps, upsampl
         return None
     size = (x.shape[2] * 2, x.shape[3] * 2) if upsample else tuple(x.shape[2:])
     level = maps.at(size)
-    rows = [_modulation_rows(spade, x, level, maps.num_classes) for spade in (first, second)]
+    rows = [_modulation_rows(spade, x, level, maps.num_classes, cache) for spade in (first, second)]
     if any(r[0].dtype != torch.float32 for r in rows):
         return None
     source = x if folded else norms[0](x).contiguous(memory_format=torch.channels_last)
@@ -382,15 +406,16 @@ def spade_modulate_pair(first, second, x: torch.Tensor, maps: LabelMaps, upsampl
 
 
 def resnet_block_fast(block, x: torch.Tensor, maps: LabelMaps, upsample: bool,
-                      negative_slope: float = 0.2) -> torch.Tensor:
+                      cache: LabelNetworkCache | None = None, negative_slope: float = 0.2) -> torch.Tensor:
     """A :class:`~spadegan.nn.spade.SPADEResnetBlock` (Fig. 4) on the fast path: what its reference
     forward computes, with each SPADE layer's γ and β from the label maps, the leaky ReLU after
     norm_0 and norm_1 fused into their modulation, norm_s and norm_0 in one pass over x where the
     compiled kernel runs (x then never upsampled), each modulated map freed as soon as its conv
-    has read it, and, without autograd, the sum written into conv_1's output."""
+    has read it, and, without autograd, the sum written into conv_1's output. ``cache``: as for
+    :func:`spade_modulate`."""
     pair = None
     if block.learned_shortcut:
-        pair = spade_modulate_pair(block.norm_s, block.norm_0, x, maps, upsample, None, negative_slope)
+        pair = spade_modulate_pair(block.norm_s, block.norm_0, x, maps, upsample, None, negative_slope, cache)
     if pair is not None:
         shortcut_in, main_in = pair
         del pair
@@ -402,15 +427,16 @@ def resnet_block_fast(block, x: torch.Tensor, maps: LabelMaps, upsample: bool,
         if upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         level = maps.at(x.shape[2:])
-        x_s = block.conv_s(spade_modulate(block.norm_s, x, level, maps.num_classes)) if block.learned_shortcut else x
-        dx = block.conv_0(spade_modulate(block.norm_0, x, level, maps.num_classes, negative_slope))
-    dx = block.conv_1(spade_modulate(block.norm_1, dx, maps.at(dx.shape[2:]), maps.num_classes, negative_slope))
+        x_s = (block.conv_s(spade_modulate(block.norm_s, x, level, maps.num_classes, None, cache))
+               if block.learned_shortcut else x)
+        dx = block.conv_0(spade_modulate(block.norm_0, x, level, maps.num_classes, negative_slope, cache))
+    dx = block.conv_1(spade_modulate(block.norm_1, dx, maps.at(dx.shape[2:]), maps.num_classes, negative_slope, cache))
     if not torch.is_grad_enabled():
         return dx.add_(x_s)  # conv_1's output is ours: no new buffer at full resolution
     return x_s + dx
 
 
-def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
+def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int, cache: LabelNetworkCache | None):
     """The per-pixel rows ``[s | t]`` of one SPADE layer: (rows, extra rows or None, whether
     eval BatchNorm's 1/σ is folded into s)."""
     shared = spade.mlp_shared[0]
@@ -418,7 +444,9 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int):
         raise ValueError("the fast SPADE path handles 3×3 label-network kernels")
     n, h, w = level.ids.shape
     channels = spade.mlp_gamma.out_channels
-    tables = _label_network(spade, num_classes, level.edges is not None)
+    has_edges = level.edges is not None
+    tables = (cache.tables(spade, num_classes, has_edges) if cache is not None
+              else _label_network(spade, num_classes, has_edges))
     table, bias = tables.table, tables.bias
 
     norm = spade.param_free_norm
@@ -536,9 +564,9 @@ def _gamma_beta_weight_grads(grad_matrix: torch.Tensor, layout: str, channels: i
 
 
 def share_gamma_beta_storage(spade) -> None:
-    """For inference: the γ and β conv weights become views of the offset-major matrix that the
-    fast path multiplies with, so that the model holds one copy of them, not two (the tables are
-    kept for as long as the weights do not change). They read as before: the same numbers, in
+    """For inference: the γ and β conv weights become views of one offset-major matrix, the one
+    the fast path multiplies with, so that the model holds one copy of them, not two (the tables
+    are kept for as long as the weights do not change). They read as before: the same numbers, in
     the state dict, in copies and on the reference path."""
     gamma, beta = spade.mlp_gamma, spade.mlp_beta
     with torch.no_grad():
@@ -547,24 +575,22 @@ def share_gamma_beta_storage(spade) -> None:
     blocks = matrix.view(3, 3, hidden, 2 * channels)
     gamma.weight = torch.nn.Parameter(blocks[..., :channels].permute(3, 2, 0, 1), gamma.weight.requires_grad)
     beta.weight = torch.nn.Parameter(blocks[..., channels:].permute(3, 2, 0, 1), beta.weight.requires_grad)
-    spade.__dict__["_gamma_beta_offsets"] = matrix
 
 
 def _shared_gamma_beta_matrix(spade) -> torch.Tensor | None:
-    """The matrix that the γ and β weights are views of (:func:`share_gamma_beta_storage`), or
-    None where they are not (never shared, or replaced since: moved, cast, assigned)."""
-    matrix = spade.__dict__.get("_gamma_beta_offsets")
-    if matrix is None:
-        return None
+    """The offset-major matrix that the γ and β weights are views of (:func:`share_gamma_beta_storage`),
+    read from their common storage, or None where they are not such views (never shared, or
+    replaced since: moved, cast, assigned)."""
     gamma, beta = spade.mlp_gamma.weight, spade.mlp_beta.weight
     channels, hidden = gamma.shape[0], gamma.shape[1]
+    # Row o·hidden + i, column j of the matrix is element [j, i, o // 3, o % 3] of [γ | β].
     strides = (1, 2 * channels, 3 * hidden * 2 * channels, hidden * 2 * channels)
-    storage = matrix.untyped_storage().data_ptr()
-    if all(w.untyped_storage().data_ptr() == storage and w.stride() == strides and w.dtype == matrix.dtype
-           and w.storage_offset() == matrix.storage_offset() + offset
-           for w, offset in ((gamma, 0), (beta, channels))):
-        return matrix
-    return None
+    if not (gamma.shape == beta.shape and gamma.dtype == beta.dtype and gamma.stride() == strides
+            and beta.stride() == strides
+            and gamma.untyped_storage().data_ptr() == beta.untyped_storage().data_ptr()
+            and beta.storage_offset() == gamma.storage_offset() + channels):
+        return None
+    return gamma.detach().as_strided((9 * hidden, 2 * channels), (2 * channels, 1), gamma.storage_offset())
 
 
 def _product(x: torch.Tensor, matrix: torch.Tensor, mode: str) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_spade import label_maps_from_semantics
+from .fast_spade import LabelNetworkCache, label_maps_from_semantics, resnet_block_fast
 from .init import ZeroInitLinear
 from .norm import NormSpec, add_norm, parse_norm_spec
 from .spade import SPADEResnetBlock
@@ -103,9 +103,11 @@ class SPADEGenerator(nn.Module):
         else:
             self.z_modulation = None
         # The exact fast computation of γ and β (spadegan.nn.fast_spade) for one-hot input; the
-        # reference path stays selectable (``fast_spade = False``). Not part of the state dict.
+        # reference path stays selectable (``fast_spade = False``). Neither the switch nor the
+        # tables kept for inference are part of the state dict.
         self.norm_mode = norm_mode
         self.fast_spade = spec.kernel_size == 3
+        self.label_network_cache = LabelNetworkCache()
 
     @staticmethod
     def modulate(x: torch.Tensor, layer: nn.Linear, z: torch.Tensor) -> torch.Tensor:
@@ -127,16 +129,16 @@ class SPADEGenerator(nn.Module):
             x = F.interpolate(seg, size=(self.start_height, self.start_width), mode="nearest")
             x = self.fc(x)
 
-        if self.fast_spade and self.norm_mode == "spade":  # CLADE is a lookup already
-            # Class ids recovered once; each resolution's label map is made once, not per layer.
-            maps = label_maps_from_semantics(seg)
-            if maps is not None:
-                seg = maps
-                # Inference: channels-last, the residual convs run faster, and the fast SPADE rows
-                # are pixel-major already, so the modulation needs no transposition. Training
-                # stays NCHW (see spade_modulate).
-                if not self.training:
-                    x = x.contiguous(memory_format=torch.channels_last)
+        # The one place where the path is chosen: the fast one where the map is one-hot (class
+        # ids recovered once, each resolution's label map made once, not per layer), the
+        # reference blocks otherwise. CLADE is a lookup already.
+        maps = label_maps_from_semantics(seg) if self.fast_spade and self.norm_mode == "spade" else None
+        if maps is not None:
+            # Inference: channels-last, the residual convs run faster, and the fast SPADE rows
+            # are pixel-major already, so the modulation needs no transposition. Training
+            # stays NCHW (see spade_modulate).
+            if not self.training:
+                x = x.contiguous(memory_format=torch.channels_last)
         # Each up block takes x upsampled 2× (nearest); it does the upsampling itself, so that
         # the fast path can fold it into its first modulation. Bilinear upsampling (ours) is done
         # here, before the block. A per-channel z modulation commutes with either upsampling (both
@@ -152,7 +154,10 @@ class SPADEGenerator(nn.Module):
             if upsample and self.upsample == "bilinear":
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
                 upsample = False
-            x = block(x, seg, upsample=upsample)
+            if maps is not None:
+                x = resnet_block_fast(block, x, maps, upsample, self.label_network_cache)
+            else:
+                x = block(x, seg, upsample=upsample)
         if self.z_modulation is not None:
             x = self.modulate(x, self.z_modulation[-1], z)
         # x is the last block's fresh output: at inference the ReLU may overwrite it.

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from .fast_spade import LabelMaps, resnet_block_fast, spade_modulate
 from .norm import ParamFreeKind, param_free_norm
 
 NEGATIVE_SLOPE = 0.2  # the leaky ReLU of the residual block (official: 2e-1)
@@ -40,11 +39,9 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
         self.mlp_beta = nn.Conv2d(hidden_channels, norm_channels, kernel_size, padding=padding)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelMaps) -> torch.Tensor:
-        """``segmap``: the one-hot semantic map, or its :class:`LabelMaps`, which select the
-        exact fast computation of :mod:`spadegan.nn.fast_spade`."""
-        if isinstance(segmap, LabelMaps):
-            return spade_modulate(self, x, segmap.at(x.shape[2:]), segmap.num_classes)
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        """``segmap``: the semantic map (one-hot classes, don't-care, instance edges). The same
+        numbers, faster, for a one-hot map: :func:`spadegan.nn.fast_spade.spade_modulate`."""
         normalized = self.param_free_norm(x)
         segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")  # to this layer's resolution
         actv = self.mlp_shared(segmap)
@@ -137,11 +134,10 @@ class SPADEResnetBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = norm(in_channels)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelMaps, upsample: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, seg: torch.Tensor, upsample: bool = False) -> torch.Tensor:
         """``upsample``: take x upsampled 2× (nearest) as the input, as the generator feeds its up
-        blocks (the fast path, selected by :class:`LabelMaps`, never makes the upsampled map)."""
-        if isinstance(seg, LabelMaps):
-            return resnet_block_fast(self, x, seg, upsample)
+        blocks. The same numbers, faster, for a one-hot map:
+        :func:`spadegan.nn.fast_spade.resnet_block_fast`, which never makes the upsampled map."""
         if upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x  # no activation (official)
