@@ -35,7 +35,7 @@ from safetensors.torch import save_file as save_safetensors
 from .atomic import atomic_write
 from .config import ModelConfig, model_config_from_options, options_from_model_config, read_opt_txt, write_opt_txt
 from .models import Networks, build_networks
-from .safe_load import load_weights_only
+from .safe_load import load_weights_only, read_versioned_json
 
 NETWORK_TAGS = {"generator": "G", "discriminator": "D", "encoder": "E"}
 
@@ -291,15 +291,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: not a checkpoint folder (no config.json)")
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{config_path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    if meta.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{config_path}: version {meta['version']} is newer than this spadegan reads "
-                         f"({CHECKPOINT_VERSION}); upgrade spadegan")
+    meta = read_versioned_json(config_path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
     config = ModelConfig.from_dict(meta["model"])
     networks = build_networks(config, init_type=None)
     for name, filename in _WEIGHT_FILES.items():

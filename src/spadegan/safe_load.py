@@ -1,4 +1,4 @@
-"""Reading PyTorch weight files without running code from them.
+"""Reading weight files without running code from them, and the JSON files that describe them.
 
 Every ``.pth``/``.pt`` file spadegan reads goes through :func:`load_weights_only`:
 ``torch.load(weights_only=True)``, which rebuilds tensors and plain containers only and refuses
@@ -9,6 +9,7 @@ file names), is not passed on.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -37,3 +38,20 @@ def load_weights_only(path: str | os.PathLike, what: str = "PyTorch weights") ->
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - unpickling fails in many types
         raise ValueError(f"{path}: cannot read it as {what} ({refusal_reason(error)})") from None
+
+
+def read_versioned_json(path: str | os.PathLike, expected_format: str, newest_version: int) -> dict:
+    """The JSON object in ``path``, which names its ``format`` and ``version``: ``ValueError``
+    naming the file where it is not JSON, is another format, or is newer than this code reads."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(content, dict) or content.get("format") != expected_format:
+        found = content.get("format") if isinstance(content, dict) else type(content).__name__
+        raise ValueError(f"{path}: format {found!r}, expected {expected_format!r}")
+    if int(content.get("version", 0)) > newest_version:
+        raise ValueError(f"{path}: version {content['version']} is newer than this spadegan reads "
+                         f"({newest_version}); upgrade spadegan")
+    return content

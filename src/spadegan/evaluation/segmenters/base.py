@@ -200,3 +200,18 @@ def require(state: dict[str, torch.Tensor], key: str, source: str, what: str) ->
         raise ValueError(f"{source}: not {what} weights in the expected layout: missing key {key!r} "
                          f"(the file has keys like {sample})")
     return state[key]
+
+
+def output_class_ids(weights, classes: int, class_ids: Sequence[int] | None,
+                     default: Sequence[int], default_name: str) -> tuple[int, ...]:
+    """The dataset id of each of a network's ``classes`` outputs: ``class_ids`` when given, else
+    ``default`` (described as ``default_name``); ``ValueError`` naming ``weights`` where the
+    counts differ."""
+    if class_ids is None:
+        if classes != len(default):
+            raise ValueError(f"{weights}: has {classes} output classes, not the {default_name}; "
+                             "pass class_ids to say which dataset id each output is")
+        class_ids = default
+    if len(class_ids) != classes:
+        raise ValueError(f"{weights}: {classes} output classes but {len(class_ids)} class_ids given")
+    return tuple(int(c) for c in class_ids)

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import NetworkSegmenter, Preprocessing, count_blocks, load_state, read_state_dict, require, strip_prefix
+from .base import (NetworkSegmenter, Preprocessing, count_blocks, load_state, output_class_ids, read_state_dict,
+                   require, strip_prefix)
 
 DEEPLAB_CAFFE_PREPROCESSING = Preprocessing(channel_order="BGR", scale=255.0,
                                             mean=(104.008, 116.669, 122.675), std=(1.0, 1.0, 1.0))
@@ -193,11 +194,5 @@ def deeplabv2_cocostuff(weights: str | Path | None, device: torch.device | str =
                          "pass it with weights=PATH (--weights PATH)")
     network = load_deeplab(weights)
     classes = network.aspp.c0.out_channels
-    if class_ids is None:
-        if classes != COCO_STUFF_CLASSES:
-            raise ValueError(f"{weights}: has {classes} output classes, not the 182 of COCO-Stuff; "
-                             "pass class_ids to say which dataset id each output is")
-        class_ids = range(COCO_STUFF_CLASSES)
-    if len(class_ids) != classes:
-        raise ValueError(f"{weights}: {classes} output classes but {len(class_ids)} class_ids given")
-    return DeepLabSegmenter("deeplabv2", network, tuple(class_ids), DEEPLAB_CAFFE_PREPROCESSING, device, scales)
+    class_ids = output_class_ids(weights, classes, class_ids, range(COCO_STUFF_CLASSES), "182 of COCO-Stuff")
+    return DeepLabSegmenter("deeplabv2", network, class_ids, DEEPLAB_CAFFE_PREPROCESSING, device, scales)

@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import NetworkSegmenter, Preprocessing, count_blocks, load_state, read_state_dict, require, strip_prefix
+from .base import (NetworkSegmenter, Preprocessing, count_blocks, load_state, output_class_ids, read_state_dict,
+                   require, strip_prefix)
 
 # trainId → labelId (cityscapesScripts labels.py), the ids of SPADE's Cityscapes label maps.
 CITYSCAPES_TRAIN_TO_LABEL_ID = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
@@ -209,11 +210,5 @@ def drn_d_105_cityscapes(weights: str | Path | None, device: torch.device | str 
                          "pass it with weights=PATH (--weights PATH)")
     network = load_drn(weights)
     classes = network.seg.out_channels
-    if class_ids is None:
-        if classes != len(CITYSCAPES_TRAIN_TO_LABEL_ID):
-            raise ValueError(f"{weights}: has {classes} output classes, not the 19 Cityscapes train ids; "
-                             "pass class_ids to say which dataset id each output is")
-        class_ids = CITYSCAPES_TRAIN_TO_LABEL_ID
-    if len(class_ids) != classes:
-        raise ValueError(f"{weights}: {classes} output classes but {len(class_ids)} class_ids given")
+    class_ids = output_class_ids(weights, classes, class_ids, CITYSCAPES_TRAIN_TO_LABEL_ID, "19 Cityscapes train ids")
     return DRNSegmenter("drn-d-105", network, class_ids, DRN_CITYSCAPES_PREPROCESSING, device)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...safe_load import read_versioned_json
 from .base import NetworkSegmenter, Preprocessing, load_state
 
 FORMAT = "spade.landscape_segmenter"  # the stored files' format id, from before the package's rename
@@ -156,14 +157,7 @@ def load_landscape_segmenter(weights: str | os.PathLike | None = None, device: t
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; a landscape segmenter folder holds {WEIGHTS_FILE} and {CONFIG_FILE}")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path}: not valid JSON ({error})") from error
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: format {config.get('format')!r} is not {FORMAT!r}")
-    if int(config.get("version", 0)) > VERSION:
-        raise ValueError(f"{config_path}: version {config['version']} is newer than this code reads ({VERSION})")
+    config = read_versioned_json(config_path, FORMAT, VERSION)
     architecture = dict(config["architecture"])
     architecture["widths"] = tuple(architecture["widths"])
     network = LandscapeSegNet(LandscapeNetConfig(**architecture))

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import NetworkSegmenter, Preprocessing, count_blocks, load_state, read_state_dict, require, strip_prefix
+from .base import (NetworkSegmenter, Preprocessing, count_blocks, load_state, output_class_ids, read_state_dict,
+                   require, strip_prefix)
 
 ADE20K_CLASSES = 150
 UPERNET_PREPROCESSING = {
@@ -268,12 +269,6 @@ def upernet101_ade20k(weights: str | Path | None, device: torch.device | str = "
         raise ValueError(f"preprocessing must be one of {sorted(UPERNET_PREPROCESSING)}, got {preprocessing!r}")
     network = load_upernet(weights)
     classes = network.decoder.conv_last[1].out_channels
-    if class_ids is None:
-        if classes != ADE20K_CLASSES:
-            raise ValueError(f"{weights}: has {classes} output classes, not the 150 of ADE20K; "
-                             "pass class_ids to say which dataset id each output is")
-        class_ids = range(ADE20K_CLASSES)
-    if len(class_ids) != classes:
-        raise ValueError(f"{weights}: {classes} output classes but {len(class_ids)} class_ids given")
-    return UperNetSegmenter("upernet-101", network, tuple(class_ids), UPERNET_PREPROCESSING[preprocessing],
+    class_ids = output_class_ids(weights, classes, class_ids, range(ADE20K_CLASSES), "150 of ADE20K")
+    return UperNetSegmenter("upernet-101", network, class_ids, UPERNET_PREPROCESSING[preprocessing],
                             device, image_sizes, max_size)
