@@ -7,7 +7,6 @@ Subcommands map flags onto the library; the official option names (``--gpu_ids``
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import sys
@@ -15,16 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm import tqdm
 
 from . import __version__
 from .memory import keep_freed_memory
+from .synthesize import MAX_INPUT_PIXELS
 
 if TYPE_CHECKING:
     from .config import DataConfig
-
-LABEL_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
-MAX_INPUT_PIXELS = 4096 * 4096  # spadegan synthesize --max_pixels
 
 
 def device_from_gpu_ids(gpu_ids: str | None) -> torch.device:
@@ -37,58 +33,6 @@ def device_from_gpu_ids(gpu_ids: str | None) -> torch.device:
     if not torch.cuda.is_available():
         raise SystemExit(f"--gpu_ids {gpu_ids}: CUDA is not available here; use --gpu_ids -1 for the CPU")
     return torch.device(f"cuda:{int(first)}")
-
-
-def expand_inputs(paths: list[str]) -> list[Path]:
-    """Files as given; folders give their label-map files in sorted order."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in LABEL_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise SystemExit(f"{path}: no such file or folder")
-    if not files:
-        raise SystemExit(f"no label maps found in {', '.join(paths)}")
-    return files
-
-
-def match_instances(labels: list[Path], given: list[str] | None) -> list[Path | None]:
-    """Instance maps for the label maps: a folder (matched by file name) or files in order."""
-    if not given:
-        return [None] * len(labels)
-    if len(given) == 1 and Path(given[0]).is_dir():
-        folder = Path(given[0])
-        instances = [folder / label.name for label in labels]
-    else:
-        instances = [Path(p) for p in given]
-        if len(instances) != len(labels):
-            raise SystemExit(f"{len(instances)} instance maps for {len(labels)} label maps: give one per "
-                             "label map, in the same order, or a folder with the same file names")
-    for path in instances:
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such instance map")
-    return instances
-
-
-def gallery_page(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
-    """The gallery (``index.html``): one row per input (its name, then images given by paths
-    relative to the page: label map, outputs..., style)."""
-    from urllib.parse import quote
-
-    def cell(path: str) -> str:
-        link = html.escape(quote(path))
-        return f"<td><a href='{link}'><img src='{link}' alt='{html.escape(path)}'></a></td>"
-
-    heads = "".join(f"<th>{html.escape(h)}</th>" for h in ["input", *header])
-    body = "\n".join(f"<tr><td>{html.escape(name)}</td>{''.join(cell(p) for p in paths)}</tr>"
-                     for name, paths in rows)
-    return ("<!doctype html><meta charset='utf-8'><title>spadegan synthesize</title>"
-            "<style>body{font-family:sans-serif}img{max-width:256px;image-rendering:pixelated}"
-            "td{padding:4px;vertical-align:top}</style>"
-            f"<table><tr>{heads}</tr>\n{body}</table>\n")
 
 
 def synthesis_size(values: list[str] | None) -> tuple[int, int] | None:
@@ -111,144 +55,21 @@ def synthesis_size(values: list[str] | None) -> tuple[int, int] | None:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
+    from .synthesize import SynthesisRequest, synthesize_files
+
+    request = SynthesisRequest(
+        checkpoint=args.checkpoint, labels=args.labels, out=args.out, instances=args.instances,
+        style=args.style, seed=args.seed, samples=args.samples, size=synthesis_size(args.size),
+        resize=args.resize, batch_size=args.batch_size, max_pixels=args.max_pixels, epoch=args.which_epoch,
+        precision=args.precision, device=device_from_gpu_ids(args.gpu_ids))
     try:
-        return _synthesize(args)
+        count = synthesize_files(request)
     except (ValueError, FileNotFoundError) as error:  # bad input or model: a message, no traceback
         raise SystemExit(f"spadegan synthesize: {error}") from None
     except OSError as error:  # writing failed (a full disk...): nothing was published
         raise SystemExit(f"spadegan synthesize: {error}; nothing was written to {args.out}") from None
-
-
-def _synthesize(args: argparse.Namespace) -> int:
-    from .output import StagedFolder
-    from .seeds import seed_problem
-
-    if args.samples < 1 or args.batch_size < 1:
-        raise SystemExit("spadegan synthesize: --samples and --batch_size must be at least 1")
-    size = synthesis_size(args.size)
-    labels = expand_inputs(args.labels)
-    instances = match_instances(labels, args.instances)
-    by_stem: dict[str, Path] = {}
-    for label in labels:
-        if label.stem in by_stem:
-            raise SystemExit(f"spadegan synthesize: {by_stem[label.stem]} and {label} would both write "
-                             f"{label.stem}.png; give label maps with distinct file names")
-        by_stem[label.stem] = label
-    if args.seed is not None and (problem := seed_problem(args.seed, args.samples)):
-        raise SystemExit(f"spadegan synthesize: --seed {args.seed}: {problem}")
-    plan = SynthesisPlan(labels, args.samples, None if args.style is None else Path(args.style))
-    inputs = labels + [p for p in instances if p is not None] + ([plan.style] if plan.style else [])
-    check_pixel_counts(inputs, args.max_pixels)
-    # The output folder is checked, and its staging folder made, before the model runs; the
-    # files reach it together at the end, or not at all.
-    with StagedFolder(args.out, plan.files(), inputs) as out:
-        count = _synthesize_into(out, plan, instances, size, args)
-        out.publish()
     print(f"wrote {count} images and index.html to {args.out}")
     return 0
-
-
-def check_pixel_counts(paths: list[Path], limit: int) -> None:
-    """Refuse inputs over ``--max_pixels`` from their headers, before any is decoded: decoding
-    and resizing a label map holds tens of bytes per pixel."""
-    from .imageio import allow_pixels, pixel_count_problem
-
-    if limit < 1:
-        raise SystemExit(f"spadegan synthesize: --max_pixels {limit}: expected a positive number of pixels")
-    allow_pixels(limit)
-    for path in paths:
-        if problem := pixel_count_problem(path, limit):
-            raise SystemExit(f"spadegan synthesize: {problem}")
-
-
-class SynthesisPlan:
-    """The files ``spadegan synthesize`` writes for its inputs, by name relative to ``--out``."""
-
-    def __init__(self, labels: list[Path], samples: int, style: Path | None):
-        self.labels, self.samples, self.style = labels, samples, style
-
-    def output(self, index: int, k: int) -> str:
-        stem = self.labels[index].stem
-        return f"{stem}.png" if self.samples == 1 else f"{stem}_s{k}.png"
-
-    def preview(self, index: int) -> str:
-        return f"labels/{self.labels[index].stem}.png"
-
-    def style_thumbnail(self) -> str | None:
-        return None if self.style is None else f"style/{self.style.stem}.png"
-
-    def files(self) -> list[str]:
-        names = [self.output(i, k) for i in range(len(self.labels)) for k in range(self.samples)]
-        names += [self.preview(i) for i in range(len(self.labels))]
-        return names + [n for n in [self.style_thumbnail()] if n] + ["index.html"]
-
-
-def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], size, args) -> int:
-    """Synthesize every planned image into the staged output ``out``; the number of images."""
-    import secrets
-
-    from PIL import Image
-
-    from .imageio import read_image
-    from .inference import Layout, Synthesizer, batches_by_size
-
-    labels = plan.labels
-    synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=device_from_gpu_ids(args.gpu_ids),
-                                              epoch=args.which_epoch, precision=args.precision)
-    if size is not None and (problem := synthesizer.size_problem(*size)):
-        raise SystemExit(f"spadegan synthesize: --size {size[1]}x{size[0]} (width×height): {problem}")
-    if args.samples > 1 and not synthesizer.takes_style:
-        raise SystemExit("spadegan synthesize: --samples: this model takes no random style (no image encoder), "
-                         "so every sample would be the same image")
-    style = None
-    if args.style is not None:
-        style = read_image(args.style)
-        synthesizer.encode_style(style, 1)  # the model has an encoder that fits, or an error now
-
-    # Every input is read, mapped to ids, sized and checked before anything is written.
-    layouts = [synthesizer.layout(label, instance, size=size, resize=args.resize).compact()
-               for label, instance in tqdm(list(zip(labels, instances)), desc="read", unit="map",
-                                           disable=len(labels) < 2)]
-    seed = args.seed
-    if seed is None and synthesizer.takes_style:
-        seed = secrets.randbelow(2 ** 31)
-        print(f"seed {seed} (pass --seed {seed} to make these images again)")
-    seeds = [None if seed is None else seed + k for k in range(args.samples)]  # sample k: seed S + k (Fig. 9)
-
-    batches = batches_by_size(layouts, args.samples, args.batch_size)
-    with tqdm(total=len(labels) * args.samples, desc="synthesize", unit="img",
-              disable=len(labels) * args.samples < 2) as progress:
-        for batch in batches:
-            layout = Layout.cat([layouts[index] for index, _ in batch])
-            batch_seeds = None if seed is None else [seeds[k] for _, k in batch]
-            images = synthesizer(layout, style=style, seed=batch_seeds)
-            for (index, k), image in zip(batch, images):
-                out.write_png(plan.output(index, k), image)
-            progress.update(len(batch))
-
-    # Label previews (in the model's palette, as synthesized), the style thumbnail, the gallery.
-    for index, layout in enumerate(layouts):
-        out.write_png(plan.preview(index), label_preview(layout.labels[0, 0], synthesizer.palette))
-    style_cell = []
-    if args.style is not None:
-        thumbnail = Image.open(args.style).convert("RGB")
-        thumbnail.thumbnail((256, 256))
-        style_cell = [plan.style_thumbnail()]
-        out.write_png(style_cell[0], thumbnail)
-    header = ["label map"]
-    header += ["synthesized" if s is None else f"seed {s}" for s in seeds]
-    header += [f"style: {Path(args.style).name}"] if args.style is not None else []
-    rows = [(label.name, [plan.preview(index)] + [plan.output(index, k) for k in range(args.samples)]
-             + style_cell) for index, label in enumerate(labels)]
-    out.write_text("index.html", gallery_page(header, rows))
-    return len(labels) * args.samples
-
-
-def label_preview(ids: torch.Tensor, palette):
-    """A label map in its palette's colours (``spadegan.inference.palette_for_model``)."""
-    from PIL import Image
-
-    return Image.fromarray(palette.colorize(ids.long().numpy()))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
