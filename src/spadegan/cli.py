@@ -145,9 +145,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .checkpoint import load_official, save_checkpoint
+    from .official_oasis import load_official_oasis
 
-    official = load_official(args.official, epoch=args.which_epoch)
-    save_checkpoint(args.out, official.networks, extra={"imported_from": str(args.official)})
+    try:
+        if (Path(args.official) / "models").is_dir():  # OASIS: models/{iter}_G.pth
+            oasis = load_official_oasis(args.official, args.which_epoch, args.crop_size, args.aspect_ratio)
+            networks, ema = oasis.networks, oasis.ema_generator
+        else:
+            networks, ema = load_official(args.official, epoch=args.which_epoch).networks, None
+        save_checkpoint(args.out, networks, ema_generator=ema, extra={"imported_from": str(args.official)})
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"spadegan import: {error}") from None
     print(f"wrote {args.out}")
     return 0
 
@@ -539,9 +547,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=cmd_evaluate)
 
     importer = commands.add_parser("import", help="turn an official checkpoint folder into ours")
-    importer.add_argument("official", help="official folder: opt.txt + {epoch}_net_G.pth ...")
+    importer.add_argument("official", help="official folder: SPADE (opt.txt + {epoch}_net_G.pth ...) or OASIS "
+                          "(opt.txt + models/{iter}_G.pth ...)")
     importer.add_argument("--out", required=True, help="our checkpoint folder to write")
-    importer.add_argument("--which_epoch", default="latest")
+    importer.add_argument("--which_epoch", default="latest", help="the epoch (SPADE) or iteration (OASIS) to read")
+    importer.add_argument("--crop_size", type=int, default=None,
+                          help="OASIS: the picture width the generator was trained at (its opt.txt does not say; "
+                          "default: its data set's: ade20k and coco 256, cityscapes 512)")
+    importer.add_argument("--aspect_ratio", type=float, default=None, help="OASIS: width / height (default: its data set's)")
     importer.set_defaults(run=cmd_import)
 
     dataset = commands.add_parser("dataset", help="look into a data set: what it holds and the training options "

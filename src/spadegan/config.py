@@ -120,15 +120,15 @@ class SemanticsConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Everything needed to rebuild a generator (SPADE or pix2pixHD)."""
+    """Everything needed to rebuild a generator (SPADE, OASIS or pix2pixHD)."""
 
-    netG: Literal["spade", "pix2pixhd"] = "spade"
+    netG: Literal["spade", "oasis", "pix2pixhd"] = "spade"
     ngf: int = 64
     norm_G: str = "spectralspadesyncbatch3x3"
     crop_size: int = 256
     aspect_ratio: float = 1.0
     num_upsampling_layers: Literal["normal", "more", "most"] = "normal"
-    z_dim: int | None = None                 # None: no image encoder, start from the label map
+    z_dim: int | None = None                 # None: no image encoder, start from the label map (oasis: no 3-D noise)
     spade_hidden: int = 128                  # SPADE label network width (official: fixed 128)
     z_modulation: bool = False               # z also modulates every block's input (ours; official: off)
     upsample: Literal["nearest", "bilinear"] = "nearest"  # the features' 2× upsampling (official: nearest)
@@ -141,6 +141,7 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
+    netD: Literal["multiscale", "oasis"] = "multiscale"  # oasis: the segmenting U-Net (its norm: spectral or none)
     ndf: int = 64
     n_layers_D: int = 4
     num_D: int = 2

@@ -15,6 +15,8 @@ from .nn.discriminator import MultiscaleDiscriminator
 from .nn.encoder import ConvEncoder
 from .nn.generator import Pix2PixHDGenerator, SPADEGenerator
 from .nn.init import init_weights
+from .nn.norm import parse_norm_spec
+from .nn.oasis import OASISDiscriminator, OASISGenerator
 from .semantics import semantic_channels
 
 
@@ -31,14 +33,25 @@ def build_generator(config: GeneratorConfig, semantics: SemanticsConfig) -> nn.M
                               norm=config.norm_G, spade_hidden=config.spade_hidden,
                               z_modulation=config.z_modulation, upsample=config.upsample,
                               norm_mode=config.norm_mode, instance_edges=semantics.use_instance)
+    if config.netG == "oasis":
+        spec = parse_norm_spec(config.norm_G)
+        if not spec.spade:
+            raise ValueError(f"norm_G {config.norm_G!r}: OASIS takes a SPADE norm, e.g. spectralspadesyncbatch3x3")
+        return OASISGenerator(channels, crop_size=config.crop_size, aspect_ratio=config.aspect_ratio, ngf=config.ngf,
+                              z_dim=config.z_dim, param_free=spec.kind, spade_kernel_size=spec.kernel_size,
+                              spectral=spec.spectral)
     if config.netG == "pix2pixhd":
         return Pix2PixHDGenerator(channels, ngf=config.ngf, n_downsample=config.resnet_n_downsample,
                                   n_blocks=config.resnet_n_blocks, kernel_size=config.resnet_kernel_size,
                                   initial_kernel_size=config.resnet_initial_kernel_size, norm=config.norm_G)
-    raise ValueError(f"netG {config.netG!r}: expected spade or pix2pixhd")
+    raise ValueError(f"netG {config.netG!r}: expected spade, oasis or pix2pixhd")
 
 
-def build_discriminator(config: DiscriminatorConfig, semantics: SemanticsConfig) -> MultiscaleDiscriminator:
+def build_discriminator(config: DiscriminatorConfig, semantics: SemanticsConfig) -> nn.Module:
+    if config.netD == "oasis":
+        # OASIS's D sees the image only and segments it into the semantic classes + "fake".
+        return OASISDiscriminator(label_channels(semantics), ndf=config.ndf,
+                                  spectral=parse_norm_spec(config.norm_D).spectral)
     # D sees the semantic map and the image, concatenated (pix2pixHD conditional D).
     return MultiscaleDiscriminator(label_channels(semantics) + config.output_nc, ndf=config.ndf,
                                    n_layers=config.n_layers_D, num_D=config.num_D, norm=config.norm_D,
@@ -56,7 +69,7 @@ class Networks:
 
     config: ModelConfig
     generator: nn.Module
-    discriminator: MultiscaleDiscriminator | None = None
+    discriminator: nn.Module | None = None    # MultiscaleDiscriminator, or OASISDiscriminator
     encoder: ConvEncoder | None = None
 
     def to(self, *args, **kwargs) -> "Networks":
