@@ -15,6 +15,7 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,7 +216,7 @@ def test_class_balancing_and_targets(name):
     same integers and counts, so the same bits."""
     fx, recorded = _fixture(name), _losses()[name]
     semantics = _semantics(name, torch.float32)
-    assert torch.equal(class_balancing_weights(semantics, has_dontcare=True), recorded["class_balancing_weight_map"])
+    assert torch.equal(class_balancing_weights(semantics, dontcare_channel=0), recorded["class_balancing_weight_map"])
     assert torch.equal(segmentation_targets(semantics, real=True), recorded["n1_target_real"])
     assert torch.equal(segmentation_targets(semantics, real=False), recorded["n1_target_fake"])
     # Eq. 2's weights: N·H·W / (K · pixels of c); don't-care (class 0) weighs nothing.
@@ -324,3 +325,142 @@ def test_import_and_synthesize(folders, tmp_path):
     assert torch.equal(synthesizer.semantics(label).bool(), fx["semantics"])
     assert main(["synthesize", str(label), "--checkpoint", str(ours), "--out", str(tmp_path / "out")]) == 0
     assert Image.open(tmp_path / "out" / "label.png").size == (128, 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the same loop, data, checkpoints, EMA and resume as SPADE
+
+
+def _tiny_oasis_run(run_dir: Path, **train):
+    from dataclasses import replace
+
+    from spadegan.config import (DataConfig, DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, RunConfig,
+                                 SemanticsConfig, TrainConfig)
+    from conftest import COCO_SAMPLES
+
+    base = TrainConfig(run_dir=str(run_dir), niter=4, deterministic=True, print_freq=1, display_freq=4,
+                       save_latest_freq=1000, tensorboard=False, no_TTUR=True, beta1=0.0, beta2=0.999,
+                       lr_G=1e-4, lr_D=4e-4)
+    return RunConfig(
+        model=ModelConfig(SemanticsConfig(182, True, False),
+                          GeneratorConfig(netG="oasis", ngf=2, crop_size=64, z_dim=8),
+                          DiscriminatorConfig(netD="oasis", ndf=4)),
+        data=DataConfig(dataset_mode="coco", dataroot=str(COCO_SAMPLES), preprocess_mode="fixed", load_size=64,
+                        crop_size=64, label_nc=182, contain_dontcare_label=True, use_instance=False),
+        loss=LossConfig(no_vgg_loss=True),
+        train=replace(base, **train))
+
+
+def test_official_oasis_options_resolve():
+    """``--netG oasis`` takes the official OASIS defaults: the segmenting D, 64-channel 3-D noise,
+    no VGG loss, no instance maps, Adam (0, 0.999) at 1e-4 for G and 4e-4 for D (4e-4 and λ_LM 5
+    for Cityscapes)."""
+    from spadegan.cli import build_parser
+    from spadegan.options import run_config_from_args
+
+    run = run_config_from_args(build_parser().parse_args(["train", "--netG", "oasis", "--dataset_mode", "ade20k"]))
+    g, d = run.model.generator, run.model.discriminator
+    assert (g.netG, g.z_dim, d.netD, run.model.encoder) == ("oasis", 64, "oasis", None)
+    assert run.loss.no_vgg_loss and run.loss.lambda_labelmix == 10.0 and not run.model.semantics.use_instance
+    assert (run.train.beta1, run.train.beta2, run.train.lr_G, run.train.lr_D) == (0.0, 0.999, 1e-4, 4e-4)
+    city = run_config_from_args(build_parser().parse_args(["train", "--netG", "oasis", "--dataset_mode", "cityscapes",
+                                                           "--no_3dnoise"]))
+    assert city.model.generator.z_dim is None and city.loss.lambda_labelmix == 5.0 and city.train.lr_G == 4e-4
+    with pytest.raises(SystemExit, match="options of --netG oasis"):
+        run_config_from_args(build_parser().parse_args(["train", "--lambda_labelmix", "3"]))
+    with pytest.raises(SystemExit, match="image encoder"):
+        run_config_from_args(build_parser().parse_args(["train", "--netG", "oasis", "--use_vae"]))
+
+
+def test_oasis_training_resumes_exactly_and_paints_by_seed(tmp_path):
+    """N steps, resume, M more == N + M steps in one go, EMA included; the losses logged are
+    OASIS's; the trained model paints a different picture for each seed (its noise)."""
+    import json
+
+    from spadegan.cli import main
+    from spadegan.training.loop import train
+    from conftest import checkpoint_weights, landscape
+
+    one_go = train(_tiny_oasis_run(tmp_path / "a", max_steps=5, ema=True), progress=False)
+    train(_tiny_oasis_run(tmp_path / "b", max_steps=3, ema=True), progress=False)
+    resumed = train(_tiny_oasis_run(tmp_path / "b", max_steps=5, ema=True), resume=True, progress=False)
+    a, b = checkpoint_weights(one_go.checkpoint), checkpoint_weights(resumed.checkpoint)
+    assert a.keys() == b.keys() and any(k.startswith("generator_ema.") for k in a)
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    records = [json.loads(line) for line in (tmp_path / "a" / "logs" / "losses.jsonl").read_text().splitlines()]
+    assert set(records[-1]["losses"]) == {"GAN", "D_Fake", "D_real", "D_LabelMix"}
+
+    from PIL import Image
+    label = tmp_path / "map.png"
+    Image.fromarray(landscape()).save(label)
+    out = tmp_path / "out"
+    assert main(["synthesize", str(label), "--checkpoint", str(one_go.checkpoint), "--out", str(out),
+                 "--seed", "3", "--samples", "2", "--gpu_ids", "-1"]) == 0
+    first, second = (np.asarray(Image.open(out / f"map_s{k}.png"), dtype=float) for k in (0, 1))
+    assert np.abs(first - second).mean() > 0
+
+
+def test_reroll_one_region(tmp_path):
+    """``--reroll MASK``: the picture of the seed with the mask's region painted with new noise.
+    Outside the region the pixels are the old picture's exactly: the generator's receptive field
+    covers the whole picture (its start is 1/32 of it and each 3×3 conv there reaches 32 pixels
+    further), so locality is not left to it. Inside, the region changes. The same for a SPADE
+    model with the image encoder (a new style code, taken in the region only); a model with
+    neither has nothing to re-roll."""
+    from PIL import Image
+
+    from spadegan.cli import main
+    from spadegan.inference import Synthesizer
+    from spadegan.training.loop import train
+    from conftest import landscape, save_tiny_model
+
+    checkpoint = train(_tiny_oasis_run(tmp_path / "run", max_steps=1), progress=False).checkpoint
+    ids = landscape()
+    label, mask_path = tmp_path / "map.png", tmp_path / "mask.png"
+    Image.fromarray(ids).save(label)
+    sea = ids == int(np.median(ids[ids.shape[0] // 2 + 2]))
+    Image.fromarray((sea * 255).astype(np.uint8)).save(mask_path)
+    out, rerolled = tmp_path / "out", tmp_path / "rerolled"
+    common = ["--checkpoint", str(checkpoint), "--seed", "5", "--gpu_ids", "-1"]
+    assert main(["synthesize", str(label), "--out", str(out), *common]) == 0
+    assert main(["synthesize", str(label), "--out", str(rerolled), "--reroll", str(mask_path),
+                 "--reroll_seed", "9", *common]) == 0
+    before, after = (np.asarray(Image.open(folder / "map.png"), dtype=np.int16) for folder in (out, rerolled))
+    change = np.abs(before - after).max(axis=-1)
+    assert change[~sea].max() == 0
+    assert change[sea].mean() > 0
+
+    spade = Synthesizer.from_checkpoint(save_tiny_model(tmp_path / "spade"), device="cpu")
+    semantics = spade.semantics(label)
+    z = torch.randn(1, spade.config.generator.z_dim)
+    with torch.no_grad():
+        plain = spade.synthesize(label, z=z)
+        region = spade.synthesize(label, z=z, reroll_mask=torch.from_numpy(sea), reroll_seed=9)
+    mask = torch.from_numpy(sea)[None, None].expand_as(plain)
+    assert torch.equal(region[~mask], plain[~mask]) and not torch.equal(region[mask], plain[mask])
+    assert semantics.shape[-2:] == sea.shape
+    no_code = Synthesizer.from_checkpoint(save_tiny_model(tmp_path / "plain", encoder=False), device="cpu")
+    with pytest.raises(ValueError, match="nothing to re-roll"):
+        no_code.synthesize(label, reroll_mask=torch.from_numpy(sea), reroll_seed=1)
+
+
+def test_oasis_trains_with_ddp(tmp_path):
+    """torchrun with 2 CPU processes (gloo): the three discriminator forwards of a step, the noise
+    and the LabelMix draws of each process (its own), gradients averaged by DDP; the processes end
+    with bit-identical weights (the loop checks it and says so). Instance norm in G: without
+    SyncBatchNorm (CUDA only) BatchNorm's running statistics would be each process's own."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import COCO_SAMPLES
+
+    flags = ["--netG", "oasis", "--norm_G", "spectralspadeinstance3x3", "--dataset_mode", "coco", "--dataroot", str(COCO_SAMPLES), "--preprocess_mode",
+             "fixed", "--load_size", "64", "--crop_size", "64", "--ngf", "2", "--ndf", "4", "--z_dim", "8",
+             "--niter", "4", "--no_tensorboard", "--no_progress", "--gpu_ids", "-1", "--batchSize", "2",
+             "--checkpoints_dir", str(tmp_path), "--name", "ddp", "--max_steps", "2", "--deterministic"]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "spadegan.cli", "train", *flags], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "2 processes ended with identical weights" in ddp.stderr

@@ -211,8 +211,9 @@ def test_oversized_uploads_are_413(client):
     assert len(big_file) > 64 * 1024
     response = synthesize(client, big_file, seed=0)
     assert response.status_code == 413 and "larger than this server accepts" in detail(response)
-    # the whole body, refused by its Content-Length before it is read
-    huge = b"x" * (200 * 1024)
+    # the whole body, refused by its Content-Length before it is read (the limit: three uploads
+    # of 64 KiB, label map, style and re-roll mask, and 64 KiB of form)
+    huge = b"x" * (4 * 64 * 1024 + 1)
     response = client.post("/api/synthesize", content=huge, headers={"content-type": "application/octet-stream"})
     assert response.status_code == 413
     # a chunked body (no Content-Length) is cut off once it passes the limit

@@ -15,6 +15,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -279,3 +280,44 @@ def test_one_vote_in_the_study(browser, study):
     page.close()
     report = store.report()
     assert report.votes == 1 and report.votes_a == 1
+
+
+def test_reroll_one_region(page, demo):
+    """The re-roll tool: click a region and the picture comes back with that region painted anew
+    (a seed of its own) and every pixel outside it as it was: the server takes the region only
+    from the new picture (``Synthesizer.reroll``), since the generator's receptive field covers
+    the whole picture."""
+    app = demo[0]
+    canvas = Canvas(page)
+    choose(page, "sea", size=6)
+    canvas.stroke((0.3, 40.5), (63.7, 40.5))
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+Shift+z")
+    ids = canvas.labels()
+    page.fill("#seed", "5")
+    page.click("#go")
+    page.wait_for_selector("#result[data-requests]", timeout=20000)
+    before_requests = requests_done(page)
+
+    def shown() -> np.ndarray:
+        data = page.evaluate("""async () => { const r = await fetch(document.getElementById('result').src);
+            return Array.from(new Uint8Array(await r.arrayBuffer())); }""")
+        return np.array(Image.open(io.BytesIO(bytes(data))).convert("RGB"), dtype=np.int16)
+
+    before = shown()
+    assert page.locator("#reroll-tool").is_visible()
+    page.keyboard.press("u")
+    page.mouse.click(*canvas.screen(20.5, 40.5))
+    page.wait_for_function(f"Number(document.getElementById('result').dataset.requests) > {before_requests}",
+                           timeout=20000)
+    requests_done(page)
+    after = shown()
+    region = flood_fill(ids, 20, 40, -1) == -1
+    change = np.abs(after - before).max(axis=-1)
+    assert change[~region].max() == 0 and change[region].max() > 0
+    info = page.inner_text("#result-info")
+    assert "sea re-rolled" in info and "seed 5" in info
+    reroll_seed = int(info.split("re-rolled (seed ")[1].split(")")[0])
+    synthesizer = app.state.demo.synthesizer
+    expected = synthesizer(ids, seed=[5], reroll_mask=torch.from_numpy(region), reroll_seed=[reroll_seed])[0]
+    assert np.array_equal(after, np.array(expected, dtype=np.int16))

@@ -24,7 +24,7 @@ from spadegan.data import build_dataset
 from spadegan.config import (DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig, SemanticsConfig, TrainConfig)
 from spadegan.options import run_config_from_args
 from spadegan.semantics import build_semantics, one_hot
-from spadegan.training import loop
+from spadegan.training import loop, steps
 from spadegan.training.loop import TrainingDiverged, learning_rates, train
 
 from conftest import COCO_SAMPLES, check_error, checkpoint_weights, tiny_run
@@ -97,7 +97,7 @@ def test_sigkill_while_writing_checkpoints_then_resume(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    real_losses = loop.generator_losses
+    real_losses = steps.generator_losses
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -107,7 +107,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
             losses["GAN"] = losses["GAN"] * float("nan")
         return losses, fake
 
-    monkeypatch.setattr(loop, "generator_losses", poisoned)
+    monkeypatch.setattr(steps, "generator_losses", poisoned)
     with pytest.raises(TrainingDiverged, match=r"step 5: a loss is not finite \(GAN = nan.*step_00000004"):
         train(tiny_run(tmp_path / "nan", max_steps=10, save_latest_freq=2), progress=False)
     kept = load_checkpoint(latest_checkpoint(tmp_path / "nan" / "checkpoints"))

@@ -61,7 +61,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, labels=args.labels, out=args.out, instances=args.instances,
         style=args.style, seed=args.seed, samples=args.samples, size=synthesis_size(args.size),
         resize=args.resize, batch_size=args.batch_size, max_pixels=args.max_pixels, epoch=args.which_epoch,
-        precision=args.precision, device=device_from_gpu_ids(args.gpu_ids))
+        precision=args.precision, device=device_from_gpu_ids(args.gpu_ids), reroll=args.reroll,
+        reroll_seed=args.reroll_seed)
     try:
         count = synthesize_files(request)
     except (ValueError, FileNotFoundError) as error:  # bad input or model: a message, no traceback
@@ -468,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     sizing.add_argument("--resize", action="store_true",
                         help="resize label maps (nearest) to the model's size, as the official test preprocessing")
     synth.add_argument("--batch_size", type=int, default=1, help="images per forward pass")
+    synth.add_argument("--reroll", metavar="MASK.png",
+                       help="re-roll one region: the picture of --seed with the mask's region (its non-zero pixels; "
+                       "the label map's size) painted anew, the rest unchanged (OASIS: new noise in the region; "
+                       "SPADE with the image encoder: a new style code, taken in the region only)")
+    synth.add_argument("--reroll_seed", type=int, default=None, metavar="T",
+                       help="the region's new look (sample k: T + k; default: a new one, printed)")
     synth.add_argument("--max_pixels", type=int, default=MAX_INPUT_PIXELS, metavar="N",
                        help="refuse input images of more than N pixels, read from their headers before decoding "
                        "(default: %(default)s = 4096², about a GiB to decode and resize a colour label map)")

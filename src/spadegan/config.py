@@ -189,10 +189,12 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
     """Map official options onto our configs (missing options take the official defaults; the
     generator's norm defaults per netG as the official ``modify_commandline_options`` sets it)."""
     net = _option(options, "netG")
-    if net not in ("spade", "pix2pixhd"):
-        raise ValueError(f"netG {net!r}: expected spade or pix2pixhd")
+    if net not in ("spade", "oasis", "pix2pixhd"):
+        raise ValueError(f"netG {net!r}: expected spade, oasis or pix2pixhd")
     use_vae = bool(_option(options, "use_vae"))
-    norm_default = "spectralspadesyncbatch3x3" if net == "spade" else "instance"
+    if net == "oasis" and use_vae:
+        raise ValueError("netG oasis takes 3-D noise, not an image encoder: use_vae does not apply")
+    norm_default = "spectralspadesyncbatch3x3" if net in ("spade", "oasis") else "instance"
     semantics = SemanticsConfig(label_nc=_option(options, "label_nc"),
                                 contain_dontcare_label=bool(_option(options, "contain_dontcare_label")),
                                 use_instance=not _option(options, "no_instance"))
@@ -200,7 +202,8 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
         netG=net, ngf=_option(options, "ngf"), norm_G=options.get("norm_G", norm_default),
         crop_size=_option(options, "crop_size"), aspect_ratio=float(_option(options, "aspect_ratio")),
         num_upsampling_layers=_option(options, "num_upsampling_layers"),
-        z_dim=_option(options, "z_dim") if use_vae and net == "spade" else None,
+        z_dim=(_option(options, "z_dim") if use_vae and net == "spade"
+               else None if net != "oasis" or options.get("no_3dnoise") else _option(options, "z_dim")),
         spade_hidden=_option(options, "spade_hidden"),
         z_modulation=bool(_option(options, "z_modulation")) and use_vae and net == "spade",
         upsample=_option(options, "upsample") if net == "spade" else "nearest",
@@ -210,7 +213,7 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
     discriminator = None
     if with_discriminator:
         discriminator = DiscriminatorConfig(
-            ndf=_option(options, "ndf"), n_layers_D=_option(options, "n_layers_D"),
+            netD="oasis" if net == "oasis" else "multiscale", ndf=_option(options, "ndf"), n_layers_D=_option(options, "n_layers_D"),
             num_D=_option(options, "num_D"), norm_D=_option(options, "norm_D"),
             output_nc=_option(options, "output_nc"),
             return_features=not _option(options, "no_ganFeat_loss"))
@@ -291,6 +294,8 @@ class LossConfig:
     lambda_region: float = 0.0               # region colour statistics to the real image (ours; 0 = off)
     lambda_latent: float = 0.0               # latent regression, BicycleGAN's cLR (ours; 0 = off)
     lambda_ms: float = 0.0                   # mode seeking, MSGAN (ours; 0 = off)
+    lambda_labelmix: float = 10.0            # OASIS: LabelMix consistency of the segmenting D
+    no_balancing_inloss: bool = False        # OASIS: no class balancing of its cross-entropy
     latent_trains_encoder: bool = False      # the cLR term also trains E (ours; BicycleGAN: G only)
     vgg_path: str | None = None              # torchvision vgg19 weights (or $SPADE_VGG19_WEIGHTS)
 
@@ -309,6 +314,8 @@ class TrainConfig:
     beta1: float = 0.0                       # used only with no_TTUR (whose defaults are 0.5 / 0.999)
     beta2: float = 0.9
     no_TTUR: bool = False                    # TTUR (Heusel et al.): G at lr/2, D at 2·lr, betas (0, 0.9)
+    lr_G: float | None = None                # a rate per network instead of TTUR's lr/2, 2·lr (OASIS: lr_g)
+    lr_D: float | None = None                # (OASIS: lr_d)
     niter: int = 50                          # epochs at the initial learning rate
     niter_decay: int = 0                     # epochs of linear decay to 0 afterwards
     D_steps_per_G: int = 1

@@ -149,3 +149,12 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> None:
     """Write a PNG via a temporary file and a rename: it appears complete or not at all."""
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), durable=False)
+
+
+def mask_from_image(image: Image.Image) -> np.ndarray:
+    """An H×W bool mask drawn in an image: its opaque pixels where it has transparency, else its
+    non-zero ones (any channel)."""
+    if image.mode in ("RGBA", "LA", "PA"):
+        return np.asarray(image.getchannel("A")) != 0
+    pixels = np.asarray(image)
+    return pixels.any(axis=-1) if pixels.ndim == 3 else pixels != 0

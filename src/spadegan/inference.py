@@ -305,11 +305,14 @@ class Synthesizer:
     def synthesize(self, label_map: LabelInput | Layout, instance_map: LabelInput | None = None,
                    style: StyleInput | None = None, seed: Seeds | None = None,
                    z: torch.Tensor | None = None, resize: bool = False,
-                   size: tuple[int, int] | None = None) -> torch.Tensor:
+                   size: tuple[int, int] | None = None, reroll_mask: torch.Tensor | None = None,
+                   reroll_seed: Seeds | None = None) -> torch.Tensor:
         """N×3×H×W images in [-1, 1]. ``style``: a reference image whose code sets the style (needs
         the encoder; paper Fig. 1); ``seed``: a random style, reproducible: one int for the batch,
         or one seed per image, which makes each image independent of its batch (a single label map
-        with K seeds gives K samples of it, Fig. 9); ``z``: an explicit latent."""
+        with K seeds gives K samples of it, Fig. 9); ``z``: an explicit latent. ``reroll_mask``
+        (H×W or N×1×H×W, true in the region) with ``reroll_seed``: the same pictures with that
+        region re-rolled (:meth:`reroll`)."""
         semantics = self.semantics(label_map, instance_map, resize=resize, size=size)
         z_dim = self.config.generator.z_dim
         seeds = None if seed is None or isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
@@ -329,7 +332,55 @@ class Synthesizer:
             raise ValueError("this model has no image encoder (use_vae off): it takes no style or z")
         if z is not None:
             z = z.to(self.device, semantics.dtype)
+        if reroll_mask is not None:
+            if z is None and generator is not None and z_dim is not None:
+                # The code the generator would draw itself for this seed, made explicit.
+                z = torch.randn(semantics.shape[0], z_dim, device=self.device, generator=generator)
+                z = z.to(semantics.dtype)
+            return self.reroll(semantics, z, reroll_mask, reroll_seed)
         return self.networks.generator(semantics, z, generator=generator)
+
+    @property
+    def noise_per_pixel(self) -> bool:
+        """The generator takes a code per pixel (OASIS's 3-D noise), not one per picture."""
+        return self.config.generator.netG == "oasis" and self.config.generator.z_dim is not None
+
+    @torch.no_grad()
+    def reroll(self, semantics: torch.Tensor, z: torch.Tensor | None, mask: torch.Tensor,
+               seed: Seeds | None) -> torch.Tensor:
+        """The pictures of ``semantics`` with code ``z`` (N×z_dim), with the region ``mask``
+        re-rolled: drawn with a new code from ``seed`` (one per picture, or one for all).
+
+        With OASIS's 3-D noise the generator gets the new code inside the region and the old one
+        outside, so the region is painted anew in its surroundings; a model with one code per
+        picture (SPADE with the image encoder) is run with the new code everywhere. Either way
+        only the region is taken from the new picture: no generator here keeps a change local by
+        itself (from a start at 1/32 of the picture its 3×3 convolutions reach across the whole
+        of it), so the pixels outside the region are the old picture's, exactly."""
+        z_dim = self.config.generator.z_dim
+        if z_dim is None:
+            raise ValueError("this model takes no noise or style code (no image encoder, no 3-D noise): "
+                             "there is nothing to re-roll")
+        if z is None:
+            raise ValueError("re-rolling a region needs the picture's own seed or style")
+        if seed is None:
+            raise ValueError("re-rolling a region needs a seed for its new look")
+        n, _, height, width = semantics.shape
+        mask = torch.as_tensor(mask, device=self.device).bool()
+        mask = mask.reshape(1, 1, *mask.shape[-2:]) if mask.dim() == 2 else mask
+        if tuple(mask.shape[-2:]) != (height, width) or mask.shape[0] not in (1, n):
+            raise ValueError(f"re-roll mask of {mask.shape[-1]}x{mask.shape[-2]} pixels for {n} label map(s) of "
+                             f"{width}x{height}: expected a mask of the label map's size")
+        seeds = [int(seed)] * n if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+        if len(seeds) != n:
+            raise ValueError(f"{len(seeds)} re-roll seeds for {n} pictures")
+        fresh = torch.cat([torch.randn(1, z_dim, device=self.device, generator=self._generator(s)) for s in seeds])
+        fresh = fresh.to(semantics.dtype)
+        before = self.networks.generator(semantics, z)
+        if self.noise_per_pixel:
+            fresh = torch.where(mask, fresh[:, :, None, None], z[:, :, None, None])  # N×z_dim×H×W
+        after = self.networks.generator(semantics, fresh)
+        return torch.where(mask, after, before)
 
     @torch.no_grad()
     def encode_style(self, style: StyleInput, batch: int, generator: torch.Generator | None = None,
@@ -363,9 +414,11 @@ class Synthesizer:
     def __call__(self, label_map: LabelInput | Layout, instance_map: LabelInput | None = None,
                  style: StyleInput | None = None, seed: Seeds | None = None,
                  resize: bool = False, size: tuple[int, int] | None = None,
-                 z: torch.Tensor | None = None) -> list[Image.Image]:
+                 z: torch.Tensor | None = None, reroll_mask: torch.Tensor | None = None,
+                 reroll_seed: Seeds | None = None) -> list[Image.Image]:
         """PIL images, one per label map in the batch (or per seed)."""
-        images = self.synthesize(label_map, instance_map, style=style, seed=seed, z=z, resize=resize, size=size)
+        images = self.synthesize(label_map, instance_map, style=style, seed=seed, z=z, resize=resize, size=size,
+                                 reroll_mask=reroll_mask, reroll_seed=reroll_seed)
         return [to_pil(image) for image in images]
 
 

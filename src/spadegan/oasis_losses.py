@@ -15,20 +15,20 @@ import torch
 import torch.nn.functional as F
 
 
-def class_balancing_weights(semantics: torch.Tensor, has_dontcare: bool) -> torch.Tensor:
+def class_balancing_weights(semantics: torch.Tensor, dontcare_channel: int | None = 0) -> torch.Tensor:
     """N×1×H×W weight of each pixel: α_c = N·H·W / (K · Σ t_c) for a pixel of class c, where
     Σ t_c counts the class's pixels in the batch and K counts the classes present (official
-    ``get_class_balancing``). Class 0 is don't-care when ``has_dontcare``: weight 0, and not
-    counted in K. ``semantics``: the N×C×H×W one-hot map."""
+    ``get_class_balancing``). The don't-care channel (official: 0, "unknown"; None: none) weighs
+    0 and is not counted in K. ``semantics``: the N×C×H×W one-hot map."""
     counts = semantics.sum(dim=(0, 2, 3))
-    if has_dontcare:
-        counts[0] = 0
+    if dontcare_channel is not None:
+        counts[dontcare_channel] = 0
     present = (counts > 0).sum()
     # Absent classes get 1/0 = inf; no pixel looks them up. Written as the official code
     # writes it (the reciprocal times N·C·H·W over K·C), so that it rounds the same.
     coefficients = torch.reciprocal(counts) * semantics.numel() / (present * semantics.shape[1])
-    if has_dontcare:
-        coefficients[0] = 0
+    if dontcare_channel is not None:
+        coefficients[dontcare_channel] = 0
     return coefficients[semantics.argmax(dim=1, keepdim=True)]
 
 
@@ -40,13 +40,13 @@ def segmentation_targets(semantics: torch.Tensor, real: bool) -> torch.Tensor:
 
 
 def segmentation_loss(logits: torch.Tensor, semantics: torch.Tensor, real: bool, balancing: bool = True,
-                      has_dontcare: bool = True) -> torch.Tensor:
+                      dontcare_channel: int | None = 0) -> torch.Tensor:
     """The (N+1)-class cross-entropy of the discriminator's ``logits``: weighted by
     :func:`class_balancing_weights` for real targets (the discriminator on real pictures, the
     generator on its own), a plain mean for the fake class (official: not class-balanced)."""
     loss = F.cross_entropy(logits, segmentation_targets(semantics, real), reduction="none")
     if real and balancing:
-        return torch.mean(loss * class_balancing_weights(semantics, has_dontcare)[:, 0])
+        return torch.mean(loss * class_balancing_weights(semantics, dontcare_channel)[:, 0])
     return torch.mean(loss)
 
 

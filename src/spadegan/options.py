@@ -29,7 +29,7 @@ ACCEPTED_WITHOUT_EFFECT = {
     "debug": "use --max_steps and --max_dataset_size",
     "output_nc": "images have 3 channels",
 }
-_CHOICES = {"netG": ["spade", "pix2pixhd"], "gan_mode": ["hinge", "ls", "original", "w"],
+_CHOICES = {"netG": ["spade", "oasis", "pix2pixhd"], "gan_mode": ["hinge", "ls", "original", "w"],
             "dataset_mode": ["coco", "ade20k", "cityscapes", "custom"],
             "num_upsampling_layers": ["normal", "more", "most"], "optimizer": ["adam"],
             "netD": ["multiscale"], "netD_subarch": ["n_layer"],
@@ -103,6 +103,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="clade: class-adaptive normalization (Tan et al., CLADE): each class's γ and β are "
                            "learned vectors, looked up per pixel, instead of SPADE's label network (the official "
                            "CLADE option; its intra-class distance input is not supported)")
+    oasis = parser.add_argument_group("OASIS (--netG oasis: Schönfeld et al., ICLR 2021; official names)")
+    oasis.add_argument("--no_3dnoise", action="store_true",
+                       help="no 3-D noise: the generator reads the label map only (one picture per map)")
+    oasis.add_argument("--lambda_labelmix", type=float, default=None,
+                       help="weight of LabelMix (default: 5 for cityscapes, else 10, as the official code)")
+    oasis.add_argument("--no_balancing_inloss", action="store_true",
+                       help="no class balancing in the segmentation loss")
+    oasis.add_argument("--lr_g", type=float, default=None,
+                       help="the generator's learning rate (default: 4e-4 for cityscapes, else 1e-4, as the "
+                            "official code; with Adam betas --beta1 0 --beta2 0.999)")
+    oasis.add_argument("--lr_d", type=float, default=None, help="the discriminator's learning rate (default 4e-4)")
     ours.add_argument("--no_tensorboard", action="store_true")
     ours.add_argument("--init_from", metavar="CHECKPOINT",
                       help="start from this checkpoint's weights (ours, a run folder or official): fine-tuning "
@@ -162,10 +173,17 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     mode = given.get("dataset_mode", OFFICIAL_DEFAULTS["dataset_mode"])
     options = dict(OFFICIAL_DEFAULTS)
     options.update(dataset_defaults(mode, is_train=True))
-    if given.get("netG", "spade") == "spade":
+    net = given.get("netG", "spade")
+    if net in ("spade", "oasis"):
         options["norm_G"] = "spectralspadesyncbatch3x3"
     else:
         options["norm_G"] = "instance"
+    if net == "oasis":
+        # The official OASIS defaults: no VGG loss, 64-channel 3-D noise, Adam (0, 0.999) with
+        # lr 1e-4 for G and 4e-4 for D (TTUR's halving and doubling of 2e-4), no instance maps.
+        options.update(no_vgg_loss=True, z_dim=64, beta1=0.0, beta2=0.999, no_instance=True, no_TTUR=True)
+        if given.get("no_instance") is False or given.get("use_vae"):
+            raise SystemExit("--netG oasis: takes no instance maps and no image encoder (--use_vae)")
     if given.get("no_TTUR"):
         options.update(beta1=0.5, beta2=0.999)  # the official defaults without TTUR
     options.update(given)
@@ -175,6 +193,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     options["z_modulation"] = args.z_modulation
     options["upsample"] = args.upsample
     options["norm_mode"] = args.norm_mode
+    options["no_3dnoise"] = args.no_3dnoise
     return options
 
 
@@ -210,7 +229,14 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
                       no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path,
                       lambda_l1=args.lambda_l1, l1_downsample=args.l1_downsample,
                       lambda_region=args.lambda_region, lambda_latent=args.lambda_latent, lambda_ms=args.lambda_ms,
-                      latent_trains_encoder=args.latent_trains_encoder)
+                      latent_trains_encoder=args.latent_trains_encoder,
+                      lambda_labelmix=(args.lambda_labelmix if args.lambda_labelmix is not None
+                                       else 5.0 if o["dataset_mode"] == "cityscapes" else 10.0),
+                      no_balancing_inloss=args.no_balancing_inloss)
+    if o["netG"] != "oasis" and (args.no_3dnoise or args.lambda_labelmix is not None or args.no_balancing_inloss
+                                 or args.lr_g is not None or args.lr_d is not None):
+        raise SystemExit("--no_3dnoise, --lambda_labelmix, --no_balancing_inloss, --lr_g and --lr_d are options "
+                         "of --netG oasis")
     train = TrainConfig(
         run_dir=str(Path(o["checkpoints_dir"]) / o["name"]), batch_size=o["batchSize"], lr=o["lr"],
         beta1=o["beta1"], beta2=o["beta2"], no_TTUR=o["no_TTUR"], niter=o["niter"], niter_decay=o["niter_decay"],
@@ -222,5 +248,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         save_epoch_freq=o["save_epoch_freq"], keep_checkpoints=args.keep_checkpoints,
         init_type=o["init_type"], init_variance=o["init_variance"], tensorboard=not args.no_tensorboard,
         fast_spade=not args.reference_spade, init_from=args.init_from,
-        init_fresh=tuple(args.init_fresh), freeze_generator=args.freeze_generator)
+        init_fresh=tuple(args.init_fresh), freeze_generator=args.freeze_generator,
+        lr_G=(None if o["netG"] != "oasis" else args.lr_g if args.lr_g is not None
+              else 4e-4 if o["dataset_mode"] == "cityscapes" else 1e-4),
+        lr_D=None if o["netG"] != "oasis" else args.lr_d if args.lr_d is not None else 4e-4)
     return RunConfig(model=model, data=data, loss=loss, train=train)

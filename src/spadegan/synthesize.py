@@ -9,6 +9,7 @@ of one size (:func:`~spadegan.inference.batches_by_size`) by a
 from __future__ import annotations
 
 import html
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ class SynthesisRequest:
     epoch: str = "latest"
     precision: str = "fp32"
     device: torch.device | None = None
+    reroll: str | None = None         # a mask (non-zero: the region) whose region is painted anew
+    reroll_seed: int | None = None    # the region's new look, sample k: reroll_seed + k (None: drawn)
 
 
 def synthesize_files(request: SynthesisRequest) -> int:
@@ -59,8 +62,15 @@ def synthesize_files(request: SynthesisRequest) -> int:
         by_stem[label.stem] = label
     if request.seed is not None and (problem := seed_problem(request.seed, request.samples)):
         raise ValueError(f"--seed {request.seed}: {problem}")
+    if request.reroll is not None:
+        if len(labels) != 1 or request.size is not None or request.resize:
+            raise ValueError("--reroll: give one label map, at its own size (no --size or --resize): the mask "
+                             "marks its pixels")
+        if request.reroll_seed is not None and (problem := seed_problem(request.reroll_seed, request.samples)):
+            raise ValueError(f"--reroll_seed {request.reroll_seed}: {problem}")
     plan = SynthesisPlan(labels, request.samples, None if request.style is None else Path(request.style))
     inputs = labels + [p for p in instances if p is not None] + ([plan.style] if plan.style else [])
+    inputs += [Path(request.reroll)] if request.reroll is not None else []
     check_pixel_counts(inputs, request.max_pixels)
     # The output folder is checked, and its staging folder made, before the model runs; the
     # files reach it together at the end, or not at all.
@@ -102,6 +112,20 @@ def match_instances(labels: list[Path], given: list[str] | None) -> list[Path | 
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such instance map")
     return instances
+
+
+def read_mask(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
+    """The H×W bool mask in an image file (:func:`~spadegan.imageio.mask_from_image`), of
+    ``size`` (height, width); ``ValueError`` naming the file otherwise."""
+    from .imageio import mask_from_image, open_image
+
+    mask = mask_from_image(open_image(path))
+    if tuple(mask.shape) != tuple(size):
+        raise ValueError(f"{path}: a {mask.shape[1]}x{mask.shape[0]} mask for a {size[1]}x{size[0]} label map; "
+                         "expected the label map's size")
+    if not mask.any():
+        raise ValueError(f"{path}: the mask marks no pixel (non-zero pixels mark the region to re-roll)")
+    return torch.from_numpy(mask)
 
 
 def check_pixel_counts(paths: list[Path], limit: int) -> None:
@@ -168,6 +192,16 @@ def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], req
         seed = secrets.randbelow(2 ** 31)
         print(f"seed {seed} (pass --seed {seed} to make these images again)")
     seeds = [None if seed is None else seed + k for k in range(samples)]  # sample k: seed S + k (Fig. 9)
+    reroll_mask, reroll_seeds = None, [None] * samples
+    if request.reroll is not None:
+        reroll_mask = read_mask(request.reroll, layouts[0].labels.shape[-2:])
+        if seed is None:
+            raise ValueError("--reroll: this model takes no noise or style code; there is nothing to re-roll")
+        reroll_seed = request.reroll_seed
+        if reroll_seed is None:
+            reroll_seed = secrets.randbelow(2 ** 31)
+            print(f"re-roll seed {reroll_seed} (pass --reroll_seed {reroll_seed} to make this region again)")
+        reroll_seeds = [reroll_seed + k for k in range(samples)]
 
     batches = batches_by_size(layouts, samples, request.batch_size)
     with tqdm(total=len(labels) * samples, desc="synthesize", unit="img",
@@ -175,7 +209,8 @@ def _synthesize_into(out, plan: SynthesisPlan, instances: list[Path | None], req
         for batch in batches:
             layout = Layout.cat([layouts[index] for index, _ in batch])
             batch_seeds = None if seed is None else [seeds[k] for _, k in batch]
-            images = synthesizer(layout, style=style, seed=batch_seeds)
+            images = synthesizer(layout, style=style, seed=batch_seeds, reroll_mask=reroll_mask,
+                                 reroll_seed=None if reroll_mask is None else [reroll_seeds[k] for _, k in batch])
             for (index, k), image in zip(batch, images):
                 out.write_png(plan.output(index, k), image)
             progress.update(len(batch))

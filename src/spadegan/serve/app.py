@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ..imageio import ids_from_image, image_to_tensor
+from ..imageio import ids_from_image, image_to_tensor, mask_from_image
 from ..inference import Synthesizer
 from ..palettes import COCO_STUFF
 from ..seeds import SEED_LIMIT
@@ -80,8 +80,8 @@ class Limits:
     max_waiting: int = 32                 # requests the queue holds, and uploads waiting to be decoded, before 503
 
     @property
-    def max_body_bytes(self) -> int:      # a label map and a style image, plus the form's overhead
-        return 2 * self.max_upload_bytes + 64 * 1024
+    def max_body_bytes(self) -> int:      # a label map, a style image and a re-roll mask, plus the form's overhead
+        return 3 * self.max_upload_bytes + 64 * 1024
 
     @property
     def max_decode_bytes(self) -> int:    # the most memory one upload holds while it is decoded
@@ -218,6 +218,12 @@ class DemoState:
             return self.synthesizer.layout(torch.from_numpy(ids), resize=resize).compact(), ids.shape
         except ValueError as error:
             raise Refused(422, str(error)) from None
+
+    def reroll_mask_from_image(self, image: Image.Image) -> torch.Tensor:
+        mask = mask_from_image(image)
+        if not mask.any():
+            raise Refused(422, "the re-roll mask marks no pixel (non-zero or opaque pixels mark the region)")
+        return torch.from_numpy(mask)
 
     def style_from_image(self, image: Image.Image) -> torch.Tensor:
         try:
@@ -356,12 +362,28 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
             seed: int | None = Form(None, ge=0, lt=SEED_LIMIT, description="random style seed, 0 <= seed < 2**63 "
                                                                              "(default: a new one)"),
             resize: bool = Form(False, description="resize the label map (nearest) to the model's size"),
+            reroll_mask: Annotated[UploadFile | None, File(description="a mask of the label map's size (non-zero "
+                                                           "or opaque pixels): that region painted anew")] = None,
+            reroll_seed: int | None = Form(None, ge=0, lt=SEED_LIMIT, description="the region's new look "
+                                           "(default: a new one)"),
     ) -> Response:
         if style is not None and not (style.filename or style.size):  # an empty file field is no style
             style = None
         preset = preset or None
         state.check_style_choice(style is not None, preset)
+        if reroll_mask is not None and not (reroll_mask.filename or reroll_mask.size):
+            reroll_mask = None
+        if reroll_mask is not None and not synthesizer.takes_style:
+            raise HTTPException(422, "this model takes no noise or style code: there is nothing to re-roll")
         layout, _ = await decoded(label, "label map", lambda image: state.labels_from_image(image, resize))
+        mask = None
+        if reroll_mask is not None:
+            mask = await decoded(reroll_mask, "re-roll mask", state.reroll_mask_from_image)
+            if tuple(mask.shape) != tuple(layout.labels.shape[-2:]):
+                raise HTTPException(422, f"the re-roll mask is {mask.shape[1]}x{mask.shape[0]}, the label map "
+                                         f"{layout.labels.shape[-1]}x{layout.labels.shape[-2]}: give them one size")
+            if reroll_seed is None:
+                reroll_seed = secrets.randbelow(2 ** 31)
         if style is not None:
             style_tensor = await decoded(style, "style image", state.style_from_image)
         else:
@@ -369,7 +391,7 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
         if seed is None and synthesizer.takes_style:
             seed = secrets.randbelow(2 ** 31)
         state.last_labels = layout.labels[0, 0].numpy().astype(np.int64)
-        job = Job(layout, seed, style_tensor)
+        job = Job(layout, seed, style_tensor, mask, reroll_seed if mask is not None else None)
         started = time.perf_counter()
         try:
             image = await queue.submit(job)
@@ -382,6 +404,8 @@ def create_app(synthesizer: Synthesizer, *, limits: Limits | None = None, preset
         headers = {"X-Synthesis-Ms": f"{elapsed * 1000:.0f}", "Cache-Control": "no-store"}
         if seed is not None:
             headers["X-Seed"] = str(seed)
+        if mask is not None:
+            headers["X-Reroll-Seed"] = str(reroll_seed)
         return Response(data, media_type="image/png", headers=headers)
 
     return app

@@ -39,6 +39,8 @@ class Job:
     layout: Layout
     seed: int | None                           # the random style's seed (or the style image's sampling)
     style: torch.Tensor | None = None          # 3×H×W in [-1, 1]: a reference image's style
+    reroll_mask: torch.Tensor | None = None    # H×W bool: the region to paint anew ...
+    reroll_seed: int | None = None             # ... with this seed's code (Synthesizer.reroll)
     future: asyncio.Future | None = field(default=None, repr=False)
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -180,7 +182,15 @@ def synthesize_batch(synthesizer: Synthesizer, jobs: list[Job]) -> list[Image.Im
     layout = Layout.cat([job.layout for job in jobs])
     codes = [style_code(synthesizer, job) for job in jobs]
     z = None if codes[0] is None else torch.cat(codes)
-    images = synthesizer.synthesize(layout, z=z)
+    masks = [job.reroll_mask for job in jobs]
+    if all(mask is None for mask in masks):
+        images = synthesizer.synthesize(layout, z=z)
+    else:
+        # A job without a region re-rolls an empty one: the same picture as alone.
+        size = layout.labels.shape[-2:]
+        mask = torch.stack([torch.zeros(size, dtype=torch.bool) if m is None else m.bool() for m in masks])[:, None]
+        seeds = [0 if job.reroll_seed is None else job.reroll_seed for job in jobs]
+        images = synthesizer.synthesize(layout, z=z, reroll_mask=mask, reroll_seed=seeds)
     return [to_pil(image) for image in images]
 
 

@@ -23,6 +23,7 @@ import time
 import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ from ..nn.norm import convert_sync_batchnorm
 from ..nn.vgg import load_vgg19, resolve_vgg19_path
 from ..palettes import PALETTE_FILE, palette_entries, palette_for, read_palette_file
 from ..semantics import build_semantics
+from . import oasis_steps, steps
 from .logging import RunLogger
-from .steps import StepNetworks, discriminator_losses, generator_losses
+from .steps import StepNetworks
 from .warm_start import freeze_all_but_modulation, warm_start
 
 
@@ -69,9 +71,15 @@ class TrainResult:
 def learning_rates(config: TrainConfig, epoch: int) -> tuple[float, float]:
     """(lr_G, lr_D) during ``epoch`` (1-based). The official code lowers the rate at the end of
     each epoch after ``niter``, so epoch ``niter + 1`` still runs at the full rate."""
-    lr = config.lr
-    if config.niter_decay > 0:
-        lr = max(0.0, config.lr - config.lr / config.niter_decay * max(0, epoch - 1 - config.niter))
+    def scheduled(rate: float) -> float:
+        if config.niter_decay > 0:
+            return max(0.0, rate - rate / config.niter_decay * max(0, epoch - 1 - config.niter))
+        return rate
+
+    if config.lr_G is not None or config.lr_D is not None:  # a rate per network (OASIS's lr_g, lr_d)
+        return (scheduled(config.lr if config.lr_G is None else config.lr_G),
+                scheduled(config.lr if config.lr_D is None else config.lr_D))
+    lr = scheduled(config.lr)
     if config.no_TTUR:
         return lr, lr
     return lr / 2, lr * 2  # TTUR (Heusel et al. 2017), as the paper trains
@@ -339,6 +347,21 @@ def out_of_time(deadline: float | None, ctx: Distributed, device: torch.device) 
     return bool(late.item())
 
 
+def _step_functions(model: ModelConfig):
+    """The method's two loss functions, ``(nets, semantics, real, loss config)`` → terms: SPADE's
+    (hinge GAN, feature matching, VGG, KL) or OASIS's (segmenting D, LabelMix)."""
+    if model.generator.netG != "oasis":
+        return steps.generator_losses, steps.discriminator_losses
+    semantics = model.semantics
+    if semantics.use_instance:
+        raise ValueError("netG oasis takes no instance maps (its D segments the classes): use --no_instance")
+    # Don't-care pixels weigh nothing in the balanced loss: the official data sets' class 0,
+    # this project's extra last channel.
+    dontcare = semantics.label_nc if semantics.contain_dontcare_label else None
+    return (partial(oasis_steps.generator_losses, dontcare_channel=dontcare),
+            partial(oasis_steps.discriminator_losses, dontcare_channel=dontcare))
+
+
 def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool, progress: bool) -> TrainResult:
     cfg = run.train
     run_dir = Path(cfg.run_dir)
@@ -400,6 +423,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
         if encoder is not None:
             encoder = DistributedDataParallel(encoder, device_ids=device_ids)
     nets = StepNetworks(generator, discriminator, encoder, vgg_loss)
+    generator_losses, discriminator_losses = _step_functions(model_config)
 
     # -- optimizers (TTUR) and loss scaling
     epoch = int(state["epoch"]) if state else 1
