@@ -3,6 +3,11 @@ Chromium, synthesize it, and save the page at a laptop's 1366×768.
 
     python examples/screenshot_demo.py [--checkpoint FOLDER] [--out docs/web_demo.png]
         [--preset sunset] [--seed 3] [--chromium /usr/bin/chromium]
+        [--reroll FX FY --pair docs/figures/reroll.png]
+
+``--reroll FX FY`` then clicks the re-roll tool at that point of the canvas (fractions of its
+width and height) and saves the page after it; ``--pair`` also writes the picture before and
+after the re-roll side by side.
 
 Any checkpoint works (default: the bundled model). Needs Playwright's Python package and a
 Chromium (Debian's ``chromium``; Playwright never downloads a browser here).
@@ -108,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--chromium", default=None, help="Chromium executable (default: chromium on PATH)")
     parser.add_argument("--max-kb", type=int, default=300, help="quantize the PNG's colours to stay under this size")
+    parser.add_argument("--reroll", nargs=2, type=float, metavar=("FX", "FY"),
+                        help="then re-roll the region at this point of the canvas (fractions of its size)")
+    parser.add_argument("--pair", help="with --reroll: write the picture before and after side by side here")
     args = parser.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -136,7 +144,17 @@ def main(argv: list[str] | None = None) -> int:
                 page.keyboard.press("Enter")
             page.wait_for_selector("#result[data-requests]")
             page.wait_for_function("!window.spadeDemo.state.busy && !window.spadeDemo.state.queued")
-            page.mouse.move(*Painter(page).at(0.47, 0.3))  # show the brush cursor on the canvas
+            pictures = [_shown_picture(page)]
+            if args.reroll:
+                requests = page.evaluate("Number(document.getElementById('result').dataset.requests)")
+                page.click("#reroll-tool")
+                Painter(page).click(*args.reroll)
+                page.wait_for_function(f"Number(document.getElementById('result').dataset.requests) > {requests}")
+                page.wait_for_function("!window.spadeDemo.state.busy && !window.spadeDemo.state.queued")
+                pictures.append(_shown_picture(page))
+                page.mouse.move(*Painter(page).at(*args.reroll))
+            else:
+                page.mouse.move(*Painter(page).at(0.47, 0.3))  # show the brush cursor on the canvas
             page.wait_for_timeout(200)
             shot = page.screenshot()
             browser.close()
@@ -150,7 +168,22 @@ def main(argv: list[str] | None = None) -> int:
         data = _png(image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
     out.write_bytes(data)
     print(f"{out}: {image.width}×{image.height}, {len(data) / 1024:.0f} KB")
+    if args.pair and len(pictures) == 2:
+        before, after = pictures
+        pair = Image.new("RGB", (before.width * 2 + 8, before.height), "white")
+        pair.paste(before, (0, 0))
+        pair.paste(after, (before.width + 8, 0))
+        Path(args.pair).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.pair).write_bytes(_png(pair))
+        print(f"{args.pair}: before | after the re-roll")
     return 0
+
+
+def _shown_picture(page) -> Image.Image:
+    """The picture the page shows (its PNG, as the server sent it)."""
+    data = page.evaluate("""async () => { const r = await fetch(document.getElementById('result').src);
+        return Array.from(new Uint8Array(await r.arrayBuffer())); }""")
+    return Image.open(io.BytesIO(bytes(data))).convert("RGB")
 
 
 def _png(image: Image.Image) -> bytes:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Trains the bundled landscapes model (SPADE with the image encoder) and the pix2pixHD baseline
-# on the same procedural landscapes, one after the other for the same wall time each, then exports
-# both at the same step (the largest checkpointed step both reached) as float16 inference
-# checkpoints. (The CPU command that produced src/spadegan/weights/landscapes/ is in docs/results.md.)
+# Trains the landscapes models of the four-method comparison on the same procedural landscapes,
+# one after the other for the same wall time each: SPADE with the image encoder (the bundled
+# model's recipe), the pix2pixHD baseline, CLADE (SPADE's generator with per-class γ, β) and OASIS
+# (3-D noise, a segmenting discriminator); then exports all at the same step (the largest
+# checkpointed step every run reached) as float16 inference checkpoints. (The CPU command that
+# produced src/spadegan/weights/landscapes/ is in docs/results.md.)
 #
 #   bash scripts/train_landscape_models.sh WORK_DIR [MINUTES]     (MINUTES per model)
 #
@@ -10,7 +12,7 @@
 # and each then ran several times slower than alone (H100: 0.2 s/iteration alone; 0.3 and 1.6
 # s/iteration for two runs sharing it).
 #
-# Environment: SPADE (the command, default `spadegan`), COUNT (training samples, default 3000),
+# Environment: METHODS (default "spade pix2pixhd clade oasis"), SPADE (the command, default `spadegan`), COUNT (training samples, default 3000),
 # DATA_SEED (default 1), GPU_IDS (default 0, -1 for the CPU), WORKERS (data-loading processes per
 # run, default 6), NDF (discriminator width, default 64), BATCH (default 16), SPADE_NORM;
 # EVERY (checkpoint interval in iterations, default 100); LAMBDA_L1 (default 0, off: the weight of
@@ -59,21 +61,41 @@ spade_path=()
 # Without the VGG loss, G(E(x)) is tied to x only by feature matching and the encoder may collapse
 # to the prior; LAMBDA_L1 > 0 adds an L1 term on 16×16 thumbnails (SPADE only: the pix2pixHD
 # baseline has no encoder).
-$spade train --name spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 \
-    --norm_G "$spade_norm" --lambda_l1 "${LAMBDA_L1:-0}" --l1_downsample 16 \
-    "${spade_path[@]}" "${common[@]}" > "$work/spade_train.log" 2>&1 \
-    || { tail -n 30 "$work/spade_train.log"; exit 1; }
-$spade train --name pix2pixhd_landscapes --netG pix2pixhd --ngf 18 \
-    "${common[@]}" > "$work/pix2pixhd_train.log" 2>&1 \
-    || { tail -n 30 "$work/pix2pixhd_train.log"; exit 1; }
+run() {  # NAME OPTIONS...: one training run, its log beside the runs
+    local name=$1; shift
+    $spade train --name "$name" "$@" "${common[@]}" > "$work/${name}_train.log" 2>&1 \
+        || { tail -n 30 "$work/${name}_train.log"; exit 1; }
+}
+methods=${METHODS:-spade pix2pixhd clade oasis}
+runs=()
+for method in $methods; do
+    case $method in
+        spade) run spade_landscapes --netG spade --use_vae --ngf 16 --spade_hidden 64 --z_dim 256 \
+                   --norm_G "$spade_norm" --lambda_l1 "${LAMBDA_L1:-0}" --l1_downsample 16 "${spade_path[@]}" ;;
+        pix2pixhd) run pix2pixhd_landscapes --netG pix2pixhd --ngf 18 ;;
+        # CLADE: the SPADE recipe with a per-class γ, β instead of the label networks.
+        clade) run clade_landscapes --netG spade --norm_mode clade --use_vae --ngf 16 --z_dim 256 \
+                   --norm_G "$spade_norm" --lambda_l1 "${LAMBDA_L1:-0}" --l1_downsample 16 ;;
+        # OASIS at ngf 16: 13.2 M generator parameters (its label networks are 128 wide, as
+        # official), beside SPADE + encoder's 14.9 M; its own losses (no VGG, LabelMix), the
+        # official Adam settings; --ndf sets its U-Net discriminator's width (64: official).
+        oasis) run oasis_landscapes --netG oasis --ngf 16 --norm_G "$spade_norm" "${spade_path[@]}" ;;
+        *) echo "unknown method $method (spade, pix2pixhd, clade, oasis)"; exit 1 ;;
+    esac
+    runs+=("${method}_landscapes")
+done
 
-# The same step for both: the largest multiple of $every that both runs checkpointed.
+# The same step for all: the largest multiple of $every that every run checkpointed.
 last_step() { sed -n 's/^step_0*\([0-9][0-9]*\)$/\1/p' <(ls "$1") | sort -n | tail -n 1; }
-spade_last=$(last_step "$work/runs/spade_landscapes/checkpoints")
-p2p_last=$(last_step "$work/runs/pix2pixhd_landscapes/checkpoints")
-common_step=$(( (spade_last < p2p_last ? spade_last : p2p_last) / every * every ))
-echo "SPADE reached step $spade_last, pix2pixHD $p2p_last: both exported at step $common_step"
+common_step=
+for name in "${runs[@]}"; do
+    last=$(last_step "$work/runs/$name/checkpoints")
+    echo "$name reached step $last"
+    if [ -z "$common_step" ] || [ "$last" -lt "$common_step" ]; then common_step=$last; fi
+done
+common_step=$(( common_step / every * every ))
+echo "all exported at step $common_step"
 step_name=$(printf "step_%08d" "$common_step")
-for run in spade_landscapes pix2pixhd_landscapes; do
-    $spade export "$work/runs/$run/checkpoints/$step_name" --inference "$work/export/$run" --half
+for name in "${runs[@]}"; do
+    $spade export "$work/runs/$name/checkpoints/$step_name" --inference "$work/export/$name" --half
 done

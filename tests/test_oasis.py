@@ -27,8 +27,6 @@ from spadegan.official_oasis import load_official_oasis
 from conftest import (FLOAT64_REL, SHARED, U_FLOAT32, check_error, float32_rounding_bound, max_abs_diff,
                       rounding_scale)
 
-pytestmark = pytest.mark.numeric
-
 OASIS = SHARED / "fixtures" / "official_oasis"
 CONFIGS = ["ade20k_like", "cityscapes_like"]
 
@@ -87,6 +85,7 @@ def test_checkpoint_loads_with_every_key(folders, name):
     assert loaded.networks.generator.z_dim == (None if _fixture(name)["options"]["no_3dnoise"] else 64)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_generator_matches_the_recording(folders, name, mode):
@@ -102,6 +101,7 @@ def test_generator_matches_the_recording(folders, name, mode):
                 float32_rounding_bound(scale))
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("name", CONFIGS)
 def test_generator_buffers_after_a_train_forward(folders, name):
     """Running statistics and spectral-norm vectors after one train-mode forward, in float32:
@@ -126,6 +126,7 @@ def test_generator_buffers_after_a_train_forward(folders, name):
         check_error(f"{name} {key}", max_abs_diff(state[key], expected) / scale, 1e-4)
 
 
+@pytest.mark.numeric
 def test_generator_draws_the_official_noise(folders):
     """With no z given, the generator draws one z per picture as the official forward does after
     ``torch.manual_seed``: float32 ``torch.randn(N, z_dim)`` on the global generator, before any
@@ -146,6 +147,7 @@ def test_generator_draws_the_official_noise(folders):
         assert torch.equal(generator(semantics), generator(semantics, official_draw.double()))
 
 
+@pytest.mark.numeric
 def test_discriminator_eval_matches_the_recording(folders):
     """cityscapes_like: D in eval mode on the real picture and on the generator's picture."""
     fx = _fixture("cityscapes_like")
@@ -158,6 +160,7 @@ def test_discriminator_eval_matches_the_recording(folders):
         check_error(f"D eval {key}", max_abs_diff(out, fx[key]), float32_rounding_bound(scale))
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("name", CONFIGS)
 def test_discriminator_train_forwards_and_spectral_vectors(folders, name):
     """The three forwards of the discriminator's step in train mode (fake, real, mixed), each
@@ -185,6 +188,7 @@ def test_discriminator_train_forwards_and_spectral_vectors(folders, name):
                 check_error(f"{name} D {key}", max_abs_diff(state[key], expected), 1e-4)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("name", CONFIGS)
 def test_labelmix_mask_and_its_in_place_relabelling(name):
     """The official draws, one per class for the whole batch in ascending order, give the
@@ -210,6 +214,7 @@ def test_labelmix_mask_and_its_in_place_relabelling(name):
     assert torch.equal(mixed, fx["labelmix_mixed_image"])
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("name", CONFIGS)
 def test_class_balancing_and_targets(name):
     """Weights and N+1 targets as the official functions return them: the same operations on the
@@ -230,6 +235,7 @@ def test_class_balancing_and_targets(name):
     assert bool((weights[ids == 0] == 0).all())
 
 
+@pytest.mark.numeric
 def test_losses_from_the_recorded_logits():
     """The discriminator's losses from the recorded logits (cityscapes_like: ade20k_like keeps
     only sample 0 of them). Each is a float32 mean of M non-negative terms, which the official
@@ -277,6 +283,7 @@ def test_noise_map_per_pixel():
     assert float(changed[:, size // 2:].mean()) > 1e-3
 
 
+@pytest.mark.numeric
 def test_fast_path_computes_the_reference_function_without_noise():
     """Without 3-D noise the label networks read a one-hot map: the fast SPADE path applies and
     computes the reference function (float64)."""

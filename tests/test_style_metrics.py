@@ -204,7 +204,8 @@ def test_only_models_with_an_encoder_for_the_landscapes_classes_and_size_take_th
     fit = StyleModel(paint_by_class, has_encoder=True, label_nc=182, output_size=(32, 32))
     assert why_no_style_benchmark(fit, (32, 32)) is None
     assert why_no_style_benchmark(StyleModel(paint_by_class, False, 182, (32, 32)), (32, 32)) == \
-        "it has no image encoder"
+        "it has no image encoder and no noise"
+    assert why_no_style_benchmark(StyleModel(paint_by_class, False, 182, (32, 32), takes_seed=True), (32, 32)) is None
     assert why_no_style_benchmark(StyleModel(paint_by_class, True, 35, (32, 32)), (32, 32)) == \
         "it takes 35 classes, not the landscapes' COCO-Stuff ids"
     assert why_no_style_benchmark(StyleModel(paint_by_class, True, 182, (32, 64)), (32, 32)) == \
@@ -214,11 +215,15 @@ def test_only_models_with_an_encoder_for_the_landscapes_classes_and_size_take_th
 def test_the_columns_give_the_real_row_the_perfect_transfer_and_skip_unfit_models():
     fit = StyleModel(paint_by_class, has_encoder=True, label_nc=182, output_size=(32, 32))
     plain = StyleModel(paint_by_class, has_encoder=False, label_nc=182, output_size=(32, 32))
-    columns, lines = style_benchmark_columns(TINY, [("fit", fit), ("plain", plain)], batch_size=4, progress=False)
-    assert list(columns) == [REAL, "fit"]
+    noisy = StyleModel(paint_by_class, has_encoder=False, label_nc=182, output_size=(32, 32), takes_seed=True)
+    columns, lines = style_benchmark_columns(TINY, [("fit", fit), ("plain", plain), ("noisy", noisy)], batch_size=4,
+                                             progress=False)
+    assert list(columns) == [REAL, "fit", "noisy"]
+    assert columns["noisy"]["seed_variety"] == 0.0 and "style_R" not in columns["noisy"]
+    assert lines[3] == "noisy: no reference picture (no image encoder); seed variety 0.0 levels"
     assert columns[REAL]["style_settings"] == columns["fit"]["style_settings"] == TINY.settings()
     assert "style_R_of_perfect" in columns["fit"] and "style_R_of_perfect" not in columns[REAL]
     assert columns["fit"]["style_R"] == 0.0 and columns["fit"]["seed_variety"] == 0.0
     assert lines[0].startswith("perfect transfer (the real images' row): style following R ")
     assert lines[1].startswith("fit: style following R ") and "of the perfect transfer's" in lines[1]
-    assert lines[2] == "plain: no style benchmark: it has no image encoder"
+    assert lines[2] == "plain: no style benchmark: it has no image encoder and no noise"

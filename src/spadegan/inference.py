@@ -451,7 +451,8 @@ def style_model(synthesizer: Synthesizer):
         return synthesizer.synthesize(labels, style=style, seed=seeds)
 
     return StyleModel(synthesize, has_encoder=synthesizer.networks.encoder is not None,
-                      label_nc=synthesizer.config.semantics.label_nc, output_size=synthesizer.output_size)
+                      label_nc=synthesizer.config.semantics.label_nc, output_size=synthesizer.output_size,
+                      takes_seed=synthesizer.takes_style)
 
 
 def protocol_generator(synthesizer: Synthesizer, style: str, seed: int):

@@ -149,17 +149,33 @@ def run_style_benchmark(synthesize: Synthesize, benchmark: StyleBenchmark, batch
                 images = to_levels(synthesize(_labels_tensor([maps[i] for i in batch]), style, seeds))
                 grid[j] += [(wanted, class_colours(image, maps[i], b.min_fraction)) for i, image in zip(batch, images)]
                 bar.update(len(batch))
-        first = b.seed + b.maps * b.references   # the variety samples' seeds follow the pairs'
-        items = [(i, k) for i in range(b.variety_maps) for k in range(b.samples)]
-        samples: dict[int, list[np.ndarray]] = {}
-        for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
-            seeds = [first + i * b.samples + k for i, k in batch]
-            images = to_levels(synthesize(_labels_tensor([maps[i] for i, _ in batch]), None, seeds))
-            for (i, _), image in zip(batch, images):
-                samples.setdefault(i, []).append(image)
-            bar.update(len(batch))
-    return _scores(grid, [np.stack(s) for s in samples.values()])
+        variety = _variety_samples(synthesize, b, maps, batch_size, bar)
+    return _scores(grid, variety)
+
+
+def _variety_samples(synthesize: Synthesize, b: StyleBenchmark, maps: list, batch_size: int, bar) -> list[np.ndarray]:
+    """``samples`` pictures of each of the first ``variety_maps`` maps, random codes by seed."""
+    first = b.seed + b.maps * b.references   # the variety samples' seeds follow the pairs'
+    items = [(i, k) for i in range(b.variety_maps) for k in range(b.samples)]
+    samples: dict[int, list[np.ndarray]] = {}
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        seeds = [first + i * b.samples + k for i, k in batch]
+        images = to_levels(synthesize(_labels_tensor([maps[i] for i, _ in batch]), None, seeds))
+        for (i, _), image in zip(batch, images):
+            samples.setdefault(i, []).append(image)
+        bar.update(len(batch))
+    return [np.stack(s) for s in samples.values()]
+
+
+def run_seed_variety(synthesize: Synthesize, benchmark: StyleBenchmark, batch_size: int = 8,
+                     progress: bool = True, name: str = "variety") -> float:
+    """The seed variety alone, for a model that draws a random code but takes no reference
+    picture (OASIS's 3-D noise): the same maps and seeds as :func:`run_style_benchmark`'s."""
+    b = benchmark
+    maps = [b.map_landscape(i).label for i in range(b.variety_maps)]
+    with _progress(b.variety_maps * b.samples, name, progress) as bar:
+        return seed_variety(_variety_samples(synthesize, b, maps, batch_size, bar))
 
 
 def summary(name: str, scores: StyleScores, perfect: StyleScores | None = None) -> str:
@@ -198,13 +214,14 @@ class StyleModel:
     has_encoder: bool                  # whether it has an image encoder, so it takes a reference picture
     label_nc: int                      # the classes its label maps hold
     output_size: tuple[int, int]       # (height, width) of the images it makes
+    takes_seed: bool = False           # whether it draws a random code (or noise) from a seed
 
 
 def why_no_style_benchmark(model: StyleModel, size: tuple[int, int]) -> str | None:
     """Why ``model`` cannot take the style benchmark's maps and references of ``size``
     ((height, width)), or None when it can."""
-    if not model.has_encoder:
-        return "it has no image encoder"
+    if not model.has_encoder and not model.takes_seed:
+        return "it has no image encoder and no noise"
     if model.label_nc != 182:   # the landscapes' class ids are COCO-Stuff's
         return f"it takes {model.label_nc} classes, not the landscapes' COCO-Stuff ids"
     if model.output_size != size:
@@ -231,6 +248,12 @@ def style_benchmark_columns(benchmark: StyleBenchmark, models: Sequence[tuple[st
             lines.append(f"{name}: no style benchmark: {problem}")
             continue
         started = time.perf_counter()
+        if not model.has_encoder:  # noise, no reference picture: its variety only
+            variety = run_seed_variety(model.synthesize, benchmark, batch_size, progress, f"variety {name}")
+            columns[name] = {"seed_variety": variety, "style_settings": benchmark.settings(),
+                             "style_seconds": round(time.perf_counter() - started, 1)}
+            lines.append(f"{name}: no reference picture (no image encoder); seed variety {variety:.1f} levels")
+            continue
         scores = run_style_benchmark(model.synthesize, benchmark, batch_size, progress, f"style {name}")
         columns[name] = {**scores.columns(perfect), "style_settings": benchmark.settings(),
                          "style_seconds": round(time.perf_counter() - started, 1)}
