@@ -471,3 +471,34 @@ def test_oasis_trains_with_ddp(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "2 processes ended with identical weights" in ddp.stderr
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_code_path_computes_the_reference_function(train):
+    """With one code per picture (the official draw), the label networks' first conv as a lookup
+    plus the code's constant part is the reference function: outputs and every gradient in
+    float64, on maps with single pixels, borders and a batch of 2."""
+    torch.manual_seed(0)
+    classes, size, z_dim = 6, 64, 5
+    generator = OASISGenerator(classes, crop_size=size, ngf=2, z_dim=z_dim).double()
+    ids = torch.randint(0, classes, (2, size // 8, size // 8)).repeat_interleave(8, 1).repeat_interleave(8, 2)
+    ids[0, 3, 5] = (ids[0, 3, 5] + 1) % classes          # a single pixel of another class
+    semantics = torch.nn.functional.one_hot(ids, classes).permute(0, 3, 1, 2).double()
+    z = torch.randn(2, z_dim, dtype=torch.float64)
+    with torch.no_grad():
+        generator.train()(semantics, z)  # batch-norm statistics
+    results = {}
+    for fast in (False, True):
+        g = copy.deepcopy(generator).train(train)
+        g.fast_spade = fast
+        code = z.clone().requires_grad_()
+        out = g(semantics, code)
+        out.square().mean().backward()
+        grads = {name: p.grad for name, p in g.named_parameters()}
+        results[fast] = (out.detach(), grads, code.grad)
+    (ref, ref_grads, ref_code), (got, got_grads, got_code) = results[False], results[True]
+    check_error("OASIS code path vs reference (float64)", max_abs_diff(got, ref) / float(ref.abs().max()), FLOAT64_REL)
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    check_error("gradients", max(max_abs_diff(got_grads[k], v) for k, v in ref_grads.items()) / scale, FLOAT64_REL)
+    check_error("code gradient", max_abs_diff(got_code, ref_code) / float(ref_code.abs().max()), FLOAT64_REL)

@@ -441,12 +441,12 @@ class PairedDataset(torch.utils.data.Dataset):
         return item
 
 
-def build_dataset(config: DataConfig, seed: int = 0, check: bool = True) -> PairedDataset:
-    """Find the files of ``config``'s dataset, check them all (unless ``check`` is False) and
-    return the dataset."""
+def build_dataset(config: DataConfig, seed: int = 0, check: bool = True, progress: bool = True) -> PairedDataset:
+    """Find the files of ``config``'s dataset, check them all (unless ``check`` is False; with a
+    progress bar unless ``progress`` is False) and return the dataset."""
     samples = find_samples(config)
     if check:
-        check_samples(samples, config)
+        check_samples(samples, config, progress)
     return PairedDataset(samples, config, seed=seed)
 
 

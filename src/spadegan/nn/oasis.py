@@ -16,12 +16,14 @@ them), so that its checkpoints load unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from .fast_spade import LabelNetworkCache, label_maps_from_semantics, resnet_block_fast
+from .fast_spade import LabelNetworkCache, _shared_table, label_maps_from_semantics, resnet_block_fast
 from .norm import ParamFreeKind
 from .spade import NEGATIVE_SLOPE, SPADEResnetBlock
 
@@ -74,22 +76,93 @@ class OASISGenerator(nn.Module):
         """``semantics``: N×C×H×W one-hot map; ``z``: N×z_dim (one code per picture, spread over
         every pixel, as the official code draws it) or N×z_dim×H×W (a code per pixel), drawn
         with ``generator`` when None. Returns images in [-1, 1]."""
-        conditioning = semantics
+        conditioning, code = semantics, None
         if self.z_dim is not None:
             if z is None:
                 z = self.noise(semantics, generator)
+            z = z.to(semantics.dtype)
+            code = z if z.dim() == 2 else None
             if z.dim() == 2:
                 z = z[:, :, None, None].expand(-1, -1, *semantics.shape[2:])
-            conditioning = torch.cat([z.to(semantics.dtype), semantics], dim=1)  # noise first (official)
+            conditioning = torch.cat([z, semantics], dim=1)  # noise first (official)
         x = self.fc(F.interpolate(conditioning, size=(self.start_height, self.start_width), mode="nearest"))
-        maps = label_maps_from_semantics(conditioning) if self.fast_spade and self.z_dim is None else None
+        # The path, chosen once: the fast SPADE path for a one-hot map without noise; for a
+        # one-hot map with one code per picture, the label networks' first conv as a lookup plus
+        # the code's constant contribution; the reference blocks otherwise (a code per pixel).
+        maps = label_maps_from_semantics(semantics) if self.fast_spade else None
+        if maps is not None and maps.edges is not None:
+            maps = None
+        resized: dict[tuple[int, int], torch.Tensor] = {}
+
+        def ids_at(size: tuple[int, int]) -> torch.Tensor:
+            """N×H×W class ids at ``size``: nearest resizing of the ids picks the same source
+            pixels as nearest resizing of the one-hot map (once per resolution)."""
+            if size not in resized:
+                resized[size] = F.interpolate(maps.ids.float(), size=size, mode="nearest").long()[:, 0]
+            return resized[size]
         for index, block in enumerate(self.body):
             upsample = index > 0
-            if maps is not None:
+            if maps is not None and self.z_dim is None:
                 x = resnet_block_fast(block, x, maps, upsample, self.label_network_cache)
+            elif maps is not None and code is not None:
+                x = resnet_block_with_code(block, x, ids_at, code, upsample)
             else:
                 x = block(x, conditioning, upsample=upsample)
         return torch.tanh(self.conv_img(F.leaky_relu(x, NEGATIVE_SLOPE)))
+
+
+def _neighbour_rows(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N·H·W)×9 rows of :func:`~spadegan.nn.fast_spade._shared_table` for each pixel's 3×3
+    neighbourhood (offset-major): the class of the neighbour at offset o, or the zero row where
+    the neighbour is outside the image (the conv's zero padding)."""
+    outside = 2 * num_classes
+    padded = F.pad(ids * 2, (1, 1, 1, 1), value=outside)
+    windows = padded.unfold(1, 3, 1).unfold(2, 3, 1)             # N×H×W×3×3
+    offsets = torch.arange(9, device=ids.device) * (2 * num_classes + 1)
+    return windows.reshape(-1, 9) + offsets
+
+
+def label_activation_with_code(spade, ids: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """The activation of a SPADE layer's ``mlp_shared`` (3×3 conv, ReLU) on ``[z | one-hot(ids)]``
+    where z is one code per picture, the same at every pixel (the official draw): N×hidden×H×W.
+
+    The conv is linear in its input, so it is the sum of two parts, each computed for what it is:
+    the one-hot part is, at each pixel, the sum of the weight columns of the 9 neighbours'
+    classes (a lookup); the code's part is Σ_o W_o·z over the offsets o whose neighbour lies in
+    the image (zero padding), the same at every pixel away from the border: the 9 vectors W_o·z,
+    placed by a one-channel 3×3 convolution of an image of ones."""
+    conv = spade.mlp_shared[0]
+    n, h, w = ids.shape
+    hidden, z_dim = conv.out_channels, code.shape[1]
+    classes = conv.in_channels - z_dim
+    table = _shared_table(conv.weight[:, z_dim:], classes, has_edges=False)
+    one_hot_part = F.embedding_bag(_neighbour_rows(ids, classes), table, mode="sum")
+    one_hot_part = one_hot_part.view(n, h, w, hidden).permute(0, 3, 1, 2)
+    per_offset = torch.einsum("jzo,nz->njo", conv.weight[:, :z_dim].reshape(hidden, z_dim, 9), code)
+    ones = code.new_ones(1, 1, h, w)
+    code_part = F.conv2d(ones, per_offset.reshape(n * hidden, 1, 3, 3), padding=1).view(n, hidden, h, w)
+    return F.relu(one_hot_part + code_part + conv.bias.view(1, -1, 1, 1))
+
+
+def spade_with_code(spade, x: torch.Tensor, ids: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """A SPADE layer (Eq. 1) on ``[z | one-hot(ids)]`` with one code per picture, its label
+    network's first conv computed by :func:`label_activation_with_code`."""
+    actv = label_activation_with_code(spade, ids, code)
+    return spade.param_free_norm(x) * (1 + spade.mlp_gamma(actv)) + spade.mlp_beta(actv)
+
+
+def resnet_block_with_code(block, x: torch.Tensor, ids_at: Callable[[tuple[int, int]], torch.Tensor],
+                           code: torch.Tensor, upsample: bool) -> torch.Tensor:
+    """A :class:`~spadegan.nn.spade.SPADEResnetBlock` (Fig. 4) whose SPADE layers read the class ids
+    at x's resolution (``ids_at(size)``) and one code per picture (:func:`spade_with_code`): the
+    reference block's function."""
+    if upsample:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+    ids = ids_at(tuple(x.shape[2:]))
+    x_s = block.conv_s(spade_with_code(block.norm_s, x, ids, code)) if block.learned_shortcut else x
+    dx = block.conv_0(F.leaky_relu(spade_with_code(block.norm_0, x, ids, code), NEGATIVE_SLOPE))
+    dx = block.conv_1(F.leaky_relu(spade_with_code(block.norm_1, dx, ids, code), NEGATIVE_SLOPE))
+    return x_s + dx
 
 
 class OASISDiscriminatorBlock(nn.Module):

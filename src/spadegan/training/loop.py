@@ -451,7 +451,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
         raise ValueError(f"--batchSize {cfg.batch_size} does not split over {ctx.world_size} processes")
     per_rank = cfg.batch_size // ctx.world_size
     if ctx.is_main or not ctx.enabled:
-        dataset = build_dataset(run.data, seed=cfg.seed, check=True)
+        dataset = build_dataset(run.data, seed=cfg.seed, check=True, progress=progress)
     if ctx.enabled:
         dist.barrier()  # rank 0 checked every file; the others only list them
         if not ctx.is_main:
