@@ -57,8 +57,8 @@ def labelmix_mask(semantics: torch.Tensor, generator: torch.Generator | None = N
 
     As in the official code the class map is relabelled in place, class by class: pixels that
     took a draw of 1 read as class 1 when class 1's turn comes and take its draw, so class 0's
-    pixels end with class 1's draw whenever class 0 draws 1 (later classes come after both
-    values have had their turn)."""
+    pixels end with class 1's draw whenever class 0 draws 1 and class 1 is in the batch (later
+    classes come after both values have had their turn)."""
     target = semantics.argmax(dim=1, keepdim=True)
     for value in torch.unique(target):
         target[target == value] = torch.randint(0, 2, (1,), generator=generator).to(target.device)
