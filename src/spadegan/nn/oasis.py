@@ -17,13 +17,15 @@ them), so that its checkpoints load unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from .fast_spade import LabelNetworkCache, _shared_table, label_maps_from_semantics, resnet_block_fast
+from .fast_spade import (LabelNetworkCache, _gamma_beta_matrix, _patches, _shared_table, _uniform_5x5,
+                         label_maps_from_semantics, resnet_block_fast)
 from .norm import ParamFreeKind
 from .spade import NEGATIVE_SLOPE, SPADEResnetBlock
 
@@ -92,20 +94,22 @@ class OASISGenerator(nn.Module):
         maps = label_maps_from_semantics(semantics) if self.fast_spade else None
         if maps is not None and maps.edges is not None:
             maps = None
-        resized: dict[tuple[int, int], torch.Tensor] = {}
+        levels: dict[tuple[int, int], CodeLevel] = {}
 
-        def ids_at(size: tuple[int, int]) -> torch.Tensor:
-            """N×H×W class ids at ``size``: nearest resizing of the ids picks the same source
-            pixels as nearest resizing of the one-hot map (once per resolution)."""
-            if size not in resized:
-                resized[size] = F.interpolate(maps.ids.float(), size=size, mode="nearest").long()[:, 0]
-            return resized[size]
+        def level_at(size: tuple[int, int]) -> CodeLevel:
+            """The class ids at ``size`` and where their regions' interiors are, once per
+            resolution (nearest resizing of the ids picks the same source pixels as nearest
+            resizing of the one-hot map)."""
+            if size not in levels:
+                levels[size] = CodeLevel.of(F.interpolate(maps.ids.float(), size=size, mode="nearest").long()[:, 0],
+                                            maps.num_classes)
+            return levels[size]
         for index, block in enumerate(self.body):
             upsample = index > 0
             if maps is not None and self.z_dim is None:
                 x = resnet_block_fast(block, x, maps, upsample, self.label_network_cache)
             elif maps is not None and code is not None:
-                x = resnet_block_with_code(block, x, ids_at, code, upsample)
+                x = resnet_block_with_code(block, x, level_at, code, upsample)
             else:
                 x = block(x, conditioning, upsample=upsample)
         return torch.tanh(self.conv_img(F.leaky_relu(x, NEGATIVE_SLOPE)))
@@ -144,24 +148,73 @@ def label_activation_with_code(spade, ids: torch.Tensor, code: torch.Tensor) -> 
     return F.relu(one_hot_part + code_part + conv.bias.view(1, -1, 1, 1))
 
 
-def spade_with_code(spade, x: torch.Tensor, ids: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """A SPADE layer (Eq. 1) on ``[z | one-hot(ids)]`` with one code per picture, its label
-    network's first conv computed by :func:`label_activation_with_code`."""
-    actv = label_activation_with_code(spade, ids, code)
-    return spade.param_free_norm(x) * (1 + spade.mlp_gamma(actv)) + spade.mlp_beta(actv)
+@dataclass(frozen=True)
+class CodeLevel:
+    """One resolution's class ids (N×H×W) and what the lookups need of them: the pixels whose 5×5
+    window holds one class inside the image (``interior``), the others (``boundary``, flat
+    indices) with their 3×3 neighbourhoods in the activation map padded by one pixel
+    (``patch_index``, B×9), and each pixel's row among N·K per-(picture, class) rows and B
+    boundary rows (``pixel_row``)."""
+
+    ids: torch.Tensor
+    interior: torch.Tensor
+    boundary: torch.Tensor
+    patch_index: torch.Tensor
+    pixel_row: torch.Tensor
+
+    @staticmethod
+    def of(ids: torch.Tensor, num_classes: int) -> CodeLevel:
+        n, h, w = ids.shape
+        with torch.no_grad():
+            interior = _uniform_5x5(ids * 2, 2 * num_classes)
+            boundary = (~interior).flatten().nonzero().squeeze(1)
+            b_n, rest = boundary // (h * w), boundary % (h * w)
+            top_left = b_n * (h + 2) * (w + 2) + (rest // w) * (w + 2) + rest % w
+            offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)], device=ids.device)
+            picture = torch.arange(n, device=ids.device).repeat_interleave(h * w)
+            pixel_row = picture * num_classes + ids.flatten()
+            pixel_row[boundary] = n * num_classes + torch.arange(boundary.numel(), device=ids.device)
+        return CodeLevel(ids, interior, boundary, top_left[:, None] + offsets, pixel_row)
 
 
-def resnet_block_with_code(block, x: torch.Tensor, ids_at: Callable[[tuple[int, int]], torch.Tensor],
+def spade_with_code(spade, x: torch.Tensor, level: CodeLevel, code: torch.Tensor) -> torch.Tensor:
+    """A SPADE layer (Eq. 1) on ``[z | one-hot(ids)]`` with one code per picture. Its label
+    network's activation comes from :func:`label_activation_with_code`; γ and β as the 3×3
+    convs compute them, in two kinds of pixels:
+
+    * a pixel whose 5×5 window holds one class c inside the image sees the activation
+      relu(Σ_o (column of c at o) + Σ_o W_o·z + b) at all 9 taps, so its γ|β is one row per
+      (picture, class): (Σ_o V_o)·a + bias, with V_o the γ|β weight at offset o;
+    * every other pixel gets the exact 3×3 product over its gathered neighbourhood."""
+    conv, gamma, beta = spade.mlp_shared[0], spade.mlp_gamma, spade.mlp_beta
+    n, h, w = level.ids.shape
+    hidden, z_dim = conv.out_channels, code.shape[1]
+    classes, channels = conv.in_channels - z_dim, gamma.out_channels
+    table = _shared_table(conv.weight[:, z_dim:], classes, has_edges=False).view(9, 2 * classes + 1, hidden)
+    code_sum = torch.einsum("jzo,nz->nj", conv.weight[:, :z_dim].reshape(hidden, z_dim, 9), code)
+    interior_actv = F.relu(table[:, 0:2 * classes:2].sum(0)[None] + code_sum[:, None] + conv.bias)  # N×K×hidden
+    bias = torch.cat([gamma.bias, beta.bias])
+    rows = [torch.addmm(bias, interior_actv.reshape(n * classes, hidden),
+                        _gamma_beta_matrix(gamma.weight, beta.weight, "sum"))]
+    if level.boundary.numel():
+        actv = label_activation_with_code(spade, level.ids, code).permute(0, 2, 3, 1).reshape(-1, hidden)
+        rows.append(torch.addmm(bias, _patches(actv, level.patch_index, n, h, w),
+                                _gamma_beta_matrix(gamma.weight, beta.weight, "offsets")))
+    per_pixel = F.embedding(level.pixel_row, torch.cat(rows)).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    return spade.param_free_norm(x) * (1 + per_pixel[:, :channels]) + per_pixel[:, channels:]
+
+
+def resnet_block_with_code(block, x: torch.Tensor, level_at: Callable[[tuple[int, int]], CodeLevel],
                            code: torch.Tensor, upsample: bool) -> torch.Tensor:
     """A :class:`~spadegan.nn.spade.SPADEResnetBlock` (Fig. 4) whose SPADE layers read the class ids
-    at x's resolution (``ids_at(size)``) and one code per picture (:func:`spade_with_code`): the
+    at x's resolution (``level_at(size)``) and one code per picture (:func:`spade_with_code`): the
     reference block's function."""
     if upsample:
         x = F.interpolate(x, scale_factor=2, mode="nearest")
-    ids = ids_at(tuple(x.shape[2:]))
-    x_s = block.conv_s(spade_with_code(block.norm_s, x, ids, code)) if block.learned_shortcut else x
-    dx = block.conv_0(F.leaky_relu(spade_with_code(block.norm_0, x, ids, code), NEGATIVE_SLOPE))
-    dx = block.conv_1(F.leaky_relu(spade_with_code(block.norm_1, dx, ids, code), NEGATIVE_SLOPE))
+    level = level_at(tuple(x.shape[2:]))
+    x_s = block.conv_s(spade_with_code(block.norm_s, x, level, code)) if block.learned_shortcut else x
+    dx = block.conv_0(F.leaky_relu(spade_with_code(block.norm_0, x, level, code), NEGATIVE_SLOPE))
+    dx = block.conv_1(F.leaky_relu(spade_with_code(block.norm_1, dx, level, code), NEGATIVE_SLOPE))
     return x_s + dx
 
 
