@@ -39,9 +39,13 @@ def label_maps(size: int = 256) -> list[tuple[str, torch.Tensor]]:
 
 
 def generator(norm_mode: str, semantics: torch.Tensor) -> torch.nn.Module:
+    return prepared_generator(GeneratorConfig(ngf=64, crop_size=256, norm_mode=norm_mode), semantics)
+
+
+def prepared_generator(config: GeneratorConfig, semantics: torch.Tensor) -> torch.nn.Module:
+    """A generator with random weights and batch-norm statistics from ``semantics``, in eval mode."""
     torch.manual_seed(0)
-    config = ModelConfig(SemanticsConfig(182, True, False), GeneratorConfig(ngf=64, crop_size=256, norm_mode=norm_mode))
-    g = build_networks(config).generator
+    g = build_networks(ModelConfig(SemanticsConfig(182, True, False), config)).generator
     for m in g.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
 
-from spadegan.config import GeneratorConfig, ModelConfig, SemanticsConfig
+from clade_speed import prepared_generator, timed
+
+from spadegan.config import GeneratorConfig
 from spadegan.data.landscapes import generate_layout
-from spadegan.models import build_networks
 from spadegan.semantics import build_semantics
-
-SEMANTICS = SemanticsConfig(182, True, False)   # COCO-Stuff ids + don't-care, no instances
-
 
 def recipes(size: int) -> dict[str, GeneratorConfig]:
     return {
@@ -32,28 +29,6 @@ def recipes(size: int) -> dict[str, GeneratorConfig]:
         "CLADE": GeneratorConfig(netG="spade", ngf=16, z_dim=256, norm_mode="clade", crop_size=size),
         "OASIS": GeneratorConfig(netG="oasis", ngf=16, z_dim=64, crop_size=size),
     }
-
-
-def generator(config: GeneratorConfig, semantics: torch.Tensor) -> torch.nn.Module:
-    torch.manual_seed(0)
-    g = build_networks(ModelConfig(SEMANTICS, config)).generator
-    for m in g.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        g.train()(semantics)  # statistics of this map: activations of order one
-    return g.eval()
-
-
-def timed(g: torch.nn.Module, semantics: torch.Tensor, repeats: int) -> float:
-    with torch.no_grad():
-        g(semantics)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            g(semantics)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -71,7 +46,7 @@ def main() -> None:
         ids = torch.from_numpy(np.asarray(generate_layout(seed, args.size).label, dtype=np.int64))
         ids = torch.where(ids == 255, 182, ids)[None, None]
         semantics = build_semantics(ids, 182, True, None, False)
-        seconds = {name: timed(generator(config, semantics), semantics, args.repeats)
+        seconds = {name: timed(prepared_generator(config, semantics), semantics, args.repeats)
                    for name, config in recipes(args.size).items()}
         for name in names:
             ratios[name].append(seconds["SPADE"] / seconds[name])
