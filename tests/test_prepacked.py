@@ -49,6 +49,32 @@ def test_packed_conv_equals_conv2d(cin, cout, k, stride, padding, bias):
 
 
 @needs_onednn
+@pytest.mark.parametrize("cls", [PrepackedConv2d, PackedOnlyConv2d])
+def test_packed_weight_takes_the_layout_each_input_shape_picks(cls, monkeypatch):
+    """oneDNN picks the weight's blocked layout per problem (batch and picture size included); a
+    weight packed in another layout is reordered again inside every call. The held weight must
+    be in the layout picked for the shape it is called with, and a shape seen before packs nothing."""
+    conv = _conv(64, 64, 3)
+    packed = cls.from_conv(conv)
+    reorders = []
+    reorder = prepacked._reorder
+    monkeypatch.setattr(prepacked, "_reorder", lambda *a: reorders.append(a[2]) or reorder(*a))
+    for shape in [(1, 64, 16, 32), (1, 64, 64, 128), (2, 64, 16, 32)]:
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+            got = packed(x)
+            again = len(reorders)
+            assert torch.equal(packed(x), got), "the same shape again computes the same bits"
+        assert len(reorders) == again, f"{shape} seen before: nothing to pack"
+        check_error(f"{shape}", max_abs_diff(got, expected) / float(expected.abs().max()), FLOAT32_REL)
+        if prepacked._serialized_layout is not None:
+            picked = reorder(packed, conv.weight.detach(), shape)
+            assert prepacked._layout(packed._packed, shape) == prepacked._layout(picked, shape), \
+                f"{shape}: the held weight is not in the layout oneDNN picks for it"
+
+
+@needs_onednn
 def test_packed_weight_follows_in_place_changes():
     conv = _conv(8, 8, 3)
     packed = PrepackedConv2d.from_conv(conv)

@@ -7,6 +7,12 @@ writes every weight, costs several times the convolution (``docs/performance.md`
 ``PrepackedConv2d`` keeps the reordered weight and calls oneDNN's convolution with it (the op behind PyTorch's own frozen-graph
 optimisation). On channels-last float32 input it gives the same bits as ``F.conv2d``.
 
+oneDNN picks the weight's blocked layout per problem, the batch size and the picture size
+included (blocks of 16, 24 or 32 output channels, padded or not), and a weight packed in another
+layout than the one its call picks is reordered again inside that call. So the packed weight
+follows the inputs: it is packed for the shape it is called with, and packed again only when a
+new input shape calls for another layout (:func:`_layout`).
+
 It only changes how an inference forward runs: the parameters, the state dict and every other
 case (gradients, CUDA, other dtypes, padding modes, tracing and export) stay those of
 ``nn.Conv2d``. The packed weight is rebuilt whenever the weight changes in place (its version
@@ -16,6 +22,8 @@ convolutions in bfloat16 (``--precision bf16``), which is fast but not exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -23,6 +31,28 @@ _usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_c
 # oneDNN packs bfloat16 weights only on CPUs with native bf16 conversions (AVX-512 BW/VL/DQ or
 # AVX-NE-CONVERT); elsewhere bf16 convolutions take PyTorch's plain path.
 _bf16_usable = _usable and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+try:  # oneDNN's description of a packed tensor's layout, where this torch exposes it
+    _serialized_layout = torch.ops.mkldnn._get_mkldnn_serialized_md if _usable else None
+except (AttributeError, RuntimeError):
+    _serialized_layout = None
+_REMEMBERED_SHAPES = 64  # input shapes whose layout a convolution remembers (then it starts afresh)
+
+
+def _reorder(conv: nn.Conv2d, weight: torch.Tensor, input_shape: tuple[int, ...] | None) -> torch.Tensor:
+    """``weight`` packed in the layout oneDNN's convolution picks for inputs of ``input_shape``
+    (None: for a shape oneDNN assumes)."""
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(
+        weight.contiguous().to_mkldnn(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        None if input_shape is None else list(input_shape))
+
+
+def _layout(packed: torch.Tensor, input_shape: tuple[int, ...] | None) -> object:
+    """What identifies a packed weight's layout: oneDNN's serialized memory description (equal
+    descriptions, equal layouts), or, where torch does not expose it, the input shape it was
+    packed for (then every new shape packs again)."""
+    if _serialized_layout is None:
+        return input_shape
+    return bytes(_serialized_layout(packed).tolist())
 
 
 class PrepackedConv2d(nn.Conv2d):
@@ -33,8 +63,10 @@ class PrepackedConv2d(nn.Conv2d):
     speed-for-exactness trade (bf16 convs use AMX / tensor cores), not the reference arithmetic.
     """
 
-    _packed: torch.Tensor | None = None
+    _packed: torch.Tensor | None = None   # the weight as the call takes it: packed, or cast only
     _packed_key: tuple | None = None
+    _packed_layout: object = None          # see _layout
+    _layouts: dict | None = None           # input shape -> the layout oneDNN picks for it
     compute_dtype: torch.dtype | None = None
 
     @classmethod
@@ -54,17 +86,34 @@ class PrepackedConv2d(nn.Conv2d):
                 and self.weight.device.type == "cpu"
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str))
 
-    def _weight_as(self, dtype: torch.dtype, packed: bool) -> torch.Tensor:
-        """The weight in ``dtype``, packed for oneDNN or not; made once per weight version."""
+    def _weight_as(self, dtype: torch.dtype, packed: bool, input_shape: tuple[int, ...] | None = None
+                   ) -> torch.Tensor:
+        """The weight in ``dtype``, packed for oneDNN (in the layout its convolution picks for
+        inputs of ``input_shape``) or not; made once per weight version and layout."""
         w = self.weight
         key = (w.data_ptr(), w._version, tuple(w.shape), w.device, dtype, packed)
-        if self._packed is None or self._packed_key != key:
-            weight = w.detach().to(dtype)
-            if packed:
-                weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                    weight.contiguous().to_mkldnn(), list(self.padding), list(self.stride),
-                    list(self.dilation), self.groups)
-            self._packed, self._packed_key = weight, key
+        if self._packed_key != key:
+            self._packed, self._packed_key, self._layouts = None, key, {}
+        if not packed:
+            if self._packed is None:
+                self._packed = w.detach().to(dtype)
+            return self._packed
+        return self._packed_for(input_shape, lambda: w.detach().to(dtype))
+
+    def _packed_for(self, input_shape: tuple[int, ...] | None,
+                    plain: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The packed weight in the layout picked for ``input_shape``: the one held when that
+        shape is known to pick its layout; else packed (from ``plain()``, the weight unpacked)
+        for the shape, which is then remembered."""
+        layouts = self._layouts if self._layouts is not None else {}
+        layout = layouts.get(input_shape)
+        if self._packed is None or layout is None or layout != self._packed_layout:
+            packed = _reorder(self, plain(), input_shape)
+            layout = _layout(packed, input_shape)
+            if len(layouts) >= _REMEMBERED_SHAPES:
+                layouts.clear()
+            layouts[input_shape] = layout
+            self._packed, self._packed_layout, self._layouts = packed, layout, layouts
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +124,7 @@ class PrepackedConv2d(nn.Conv2d):
         bias = None if self.bias is None else self.bias.detach().to(dtype)
         if self._can_pack(x_in):
             y = torch.ops.mkldnn._convolution_pointwise(
-                x_in, self._weight_as(dtype, packed=True), bias, list(self.padding), list(self.stride),
+                x_in, self._weight_as(dtype, True, tuple(x_in.shape)), bias, list(self.padding), list(self.stride),
                 list(self.dilation), self.groups, "none", [], "")
         elif dtype == x.dtype:
             return super().forward(x)
@@ -86,8 +135,8 @@ class PrepackedConv2d(nn.Conv2d):
     def __getstate__(self):
         # The packed weight is an opaque oneDNN tensor: copies and pickles rebuild it on first use.
         state = super().__getstate__().copy()
-        state.pop("_packed", None)
-        state.pop("_packed_key", None)
+        for name in ("_packed", "_packed_key", "_packed_layout", "_layouts"):
+            state.pop(name, None)
         return state
 
 
@@ -102,7 +151,6 @@ class PackedOnlyConv2d(PrepackedConv2d):
     them), at each read. Moving or casting the module is refused: it is made for one place.
     """
 
-    _packed_weight: torch.Tensor | None = None
     _plain_shape: tuple[int, ...] = ()
 
     @classmethod
@@ -112,19 +160,19 @@ class PackedOnlyConv2d(PrepackedConv2d):
         return same
 
     def _pack(self, weight: torch.Tensor) -> None:
+        """Hold ``weight`` packed only (for the shape oneDNN assumes, until the first call)."""
         self._plain_shape = tuple(weight.shape)
-        self._packed_weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
-            weight.float().contiguous().to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation),
-            self.groups)
+        self._packed = _reorder(self, weight.float(), None)
+        self._packed_layout, self._layouts = _layout(self._packed, None), {}
         self._parameters.pop("weight", None)
 
     @property
     def weight(self) -> torch.Tensor:  # noqa: D102 - nn.Conv2d's weight, unpacked on each read
-        if self._packed_weight is None:  # while nn.Conv2d's constructor runs
+        if self._packed is None:  # while nn.Conv2d's constructor runs
             if "weight" not in self._parameters:
                 raise AttributeError("weight")
             return self._parameters["weight"]
-        return self._packed_weight.to_dense().view(self._plain_shape)
+        return self._packed.to_dense().view(self._plain_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # No gradient flows to a packed weight: only the input's requirement matters (reading
@@ -133,9 +181,12 @@ class PackedOnlyConv2d(PrepackedConv2d):
                 and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export()
                 and x.device.type == "cpu" and x.dim() == 4 and x.dtype == torch.float32):
             bias = None if self.bias is None else self.bias.detach()
+            # Packed again, from the copy held, when this shape picks another layout: one copy
+            # at a time, the weights' memory is what this class saves.
+            weight = self._packed_for(tuple(x.shape), lambda: self.weight)
             return torch.ops.mkldnn._convolution_pointwise(
-                x, self._packed_weight, bias, list(self.padding), list(self.stride), list(self.dilation),
-                self.groups, "none", [], "")
+                x, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups, "none",
+                [], "")
         return self._conv_forward(x, self.weight, self.bias)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -165,7 +216,6 @@ class PackedOnlyConv2d(PrepackedConv2d):
 
     def __getstate__(self):
         state = super().__getstate__().copy()
-        state["_packed_weight"] = None
         state["_plain_weight"] = self.weight.clone()
         return state
 
