@@ -64,9 +64,10 @@ def test_fast_equals_reference(kind, edges, dontcare, norm, train, batch, dtype)
 @pytest.mark.parametrize("kind", ["noise", "blocks"])
 def test_training_keeps_no_rearranged_weights_or_row_tables(kind):
     """What the fast path keeps for the backward pass: the γ|β products keep the weights
-    themselves (not their per-layer rearranged copies) and the spreading of the rows keeps the
-    row index (not the row tables), so no tensor kept is a float tensor of the label networks'
-    own making other than the activations, the scale maps and the norm's output."""
+    themselves (not their per-layer rearranged copies), and the modulation keeps at most the
+    scale half of its row table, and only where it has fewer rows than the map has pixels (else
+    the scale map). So no tensor kept is a rearranged γ|β weight, and no row table is as long as
+    the largest map has pixels."""
     classes = 7
     labels, instances = random_label_maps(kind, classes, 64)
     semantics = build_semantics(labels, classes, True, instances, True)
@@ -82,9 +83,14 @@ def test_training_keeps_no_rearranged_weights_or_row_tables(kind):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         g(semantics)
-    widths = {2 * m.mlp_gamma.out_channels for m in g.modules() if hasattr(m, "mlp_gamma")}
-    rearranged = [s for s in kept_shapes if len(s) == 2 and (s[1] in widths or s[1] % 9 == 0 and s[1] // 9 in widths)]
+    channels = {m.mlp_gamma.out_channels for m in g.modules() if hasattr(m, "mlp_gamma")}
+    widths = {2 * c for c in channels}
+    hidden = 24
+    rearranged = [s for s in kept_shapes if len(s) == 2 and s[1] in widths and s[0] in (hidden, 9 * hidden)]
     assert not rearranged, rearranged
+    pixels = semantics.shape[0] * 64 * 64
+    long_rows = [s for s in kept_shapes if len(s) == 2 and s[1] in channels | widths and s[0] >= pixels]
+    assert not long_rows, long_rows
 
 
 def test_both_boundary_strategies_are_exercised():

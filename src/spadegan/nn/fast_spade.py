@@ -353,20 +353,16 @@ def spade_modulate(spade, x: torch.Tensor, level: Level, num_classes: int,
         all_rows = torch.cat([all_rows, extra_rows])
     n, h, w = level.ids.shape
     channels = spade.mlp_gamma.out_channels
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        # Pixel-major rows for a channels-last x (inference).
-        per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
-        scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
-    else:
-        # Channel-major for an NCHW x (training): pixel-major rows would make the modulated map,
-        # and so every following conv, channels-last, and the convs would copy their (spectral-
-        # normalized, so new each step) weights into that layout, several times per step. Scale
-        # and shift are spread apart: the product keeps the scale for its gradient, and a shift
-        # sharing its storage would be kept with it.
-        scale, shift = spread_rows(all_rows, level.pixel_row, n, h, w)
     if fold:
         centred = x - norm.running_mean.view(1, -1, 1, 1)
-    out = torch.addcmul(shift, centred, scale)
+    if not (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+        # Channel-major for an NCHW x (training): pixel-major rows would make the modulated map,
+        # and so every following conv, channels-last, and the convs would copy their (spectral-
+        # normalized, so new each step) weights into that layout, several times per step.
+        return modulate_rows(centred, all_rows, level.pixel_row, negative_slope)
+    # Pixel-major rows for a channels-last x (inference).
+    per_pixel = F.embedding(level.pixel_row, all_rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    out = torch.addcmul(per_pixel[:, channels:], centred, per_pixel[:, :channels])
     return out if negative_slope is None else F.leaky_relu(out, negative_slope)
 
 
@@ -499,47 +495,72 @@ def _modulation_rows(spade, x: torch.Tensor, level: Level, num_classes: int, cac
     return all_rows, extra_rows, fold
 
 
-def _spread(rows: torch.Tensor, pixel_row: torch.Tensor, n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    channels = rows.shape[1] // 2
+def _spread(rows: torch.Tensor, pixel_row: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
+    """N × R × H × W, channel-major: pixel p takes row ``pixel_row[p]`` of ``rows`` (… × R)."""
     table = rows.t().unsqueeze(0).expand(n, -1, -1)
-    index = pixel_row.view(n, 1, h * w).expand(n, channels, h * w)
-    scale = torch.gather(table[:, :channels], 2, index).view(n, channels, h, w)
-    shift = torch.gather(table[:, channels:], 2, index).view(n, channels, h, w)
-    return scale, shift
+    index = pixel_row.view(n, 1, h * w).expand(n, rows.shape[1], h * w)
+    return torch.gather(table, 2, index).view(n, rows.shape[1], h, w)
 
 
-class _SpreadRows(torch.autograd.Function):
-    """Each pixel's row ``[s | t]`` spread channel-major into the scale and the shift maps
-    (N × C × H × W each). The backward pass sums each row's gradient over its pixels; it needs
-    only the row index of each pixel, where a gather would keep the whole row table."""
+def _sum_rows(grad: torch.Tensor, pixel_row: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """The transpose of :func:`_spread`: row r's sum of ``grad`` (N × R × H × W) over the pixels
+    that take it, num_rows × R."""
+    n, channels = grad.shape[:2]
+    index = pixel_row.view(n, 1, -1).expand(n, channels, -1)
+    summed = grad.new_zeros(n, channels, num_rows).scatter_add_(2, index, grad.reshape(n, channels, -1))
+    return summed.sum(0).t()
+
+
+class _ModulateRows(torch.autograd.Function):
+    """``centred · s + t`` (then the leaky ReLU, if a slope is given), each pixel p taking the row
+    ``[s | t]`` number ``pixel_row[p]``, channel-major (N × C × H × W). The arithmetic of the
+    spread maps, ``addcmul`` and ``leaky_relu``, but what is kept for the backward pass is
+    ``centred``, the output (which the next convolution keeps anyway) and the scale rows when
+    they are fewer than the pixels (the scale map is spread from them again there), not the
+    spread scale map and the output before the ReLU (whose sign is the output's)."""
 
     @staticmethod
-    def forward(ctx, rows, pixel_row, n, h, w):
-        ctx.save_for_backward(pixel_row)
-        ctx.shape = (rows.shape[0], n, h, w)
-        return _spread(rows, pixel_row, n, h, w)
+    def forward(ctx, centred, rows, pixel_row, negative_slope):
+        n, channels, h, w = centred.shape
+        scale = _spread(rows[:, :channels], pixel_row, n, h, w)
+        out = torch.addcmul(_spread(rows[:, channels:], pixel_row, n, h, w), centred, scale)
+        if negative_slope is not None:
+            out = F.leaky_relu(out, negative_slope)
+        kept_scale = rows[:, :channels].contiguous() if rows.shape[0] < n * h * w else scale
+        ctx.save_for_backward(centred, kept_scale, pixel_row, out if negative_slope is not None else None)
+        ctx.negative_slope, ctx.num_rows = negative_slope, rows.shape[0]
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_scale, grad_shift):
-        (pixel_row,) = ctx.saved_tensors
-        num_rows, n, h, w = ctx.shape
-        parts = []
-        for grad in (grad_scale, grad_shift):
-            channels = grad.shape[1]
-            index = pixel_row.view(n, 1, h * w).expand(n, channels, h * w)
-            summed = grad.new_zeros(n, channels, num_rows).scatter_add_(2, index, grad.reshape(n, channels, h * w))
-            parts.append(summed.sum(0))
-        return torch.cat(parts).t(), None, None, None, None
+    def backward(ctx, grad):
+        centred, scale, pixel_row, out = ctx.saved_tensors
+        n, channels, h, w = centred.shape
+        if out is not None:
+            grad = torch.ops.aten.leaky_relu_backward(grad, out, ctx.negative_slope, True)
+        grad_centred = grad_rows = None
+        if ctx.needs_input_grad[0]:
+            if scale.dim() == 2:
+                scale = _spread(scale, pixel_row, n, h, w)
+            grad_centred = grad * scale
+        del scale
+        if ctx.needs_input_grad[1]:
+            grad_rows = torch.cat([_sum_rows(grad * centred, pixel_row, ctx.num_rows),
+                                   _sum_rows(grad, pixel_row, ctx.num_rows)], dim=1)
+        return grad_centred, grad_rows, None, None
 
 
-def spread_rows(rows: torch.Tensor, pixel_row: torch.Tensor, n: int, h: int,
-                w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), N × C × H × W each: pixel p takes row ``pixel_row[p]`` of ``rows``
-    ((K + B) × 2C, [s | t]); differentiable in ``rows``."""
-    if torch.is_grad_enabled() and rows.requires_grad:
-        return _SpreadRows.apply(rows, pixel_row, n, h, w)
-    return _spread(rows, pixel_row, n, h, w)
+def modulate_rows(centred: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor,
+                  negative_slope: float | None = None) -> torch.Tensor:
+    """``centred · s + t`` per pixel, from the row ``[s | t]`` of ``rows`` ((K + B) × 2C) that
+    ``pixel_row`` names, then the leaky ReLU when ``negative_slope`` is given; channel-major
+    (N × C × H × W), differentiable in ``centred`` and ``rows`` (:class:`_ModulateRows`)."""
+    if torch.is_grad_enabled() and (centred.requires_grad or rows.requires_grad):
+        return _ModulateRows.apply(centred, rows, pixel_row, negative_slope)
+    n, channels, h, w = centred.shape
+    out = torch.addcmul(_spread(rows[:, channels:], pixel_row, n, h, w), centred,
+                        _spread(rows[:, :channels], pixel_row, n, h, w))
+    return out if negative_slope is None else F.leaky_relu(out, negative_slope)
 
 
 def _gamma_beta_matrix(gamma_weight: torch.Tensor, beta_weight: torch.Tensor, layout: str) -> torch.Tensor:
