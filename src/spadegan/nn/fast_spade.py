@@ -567,10 +567,14 @@ def _gamma_beta_matrix(gamma_weight: torch.Tensor, beta_weight: torch.Tensor, la
     """The γ|β conv's weight (2C × hidden × 3 × 3, as one conv) as the matrix a product takes:
     "sum": Σ_o W_o, hidden × 2C (a one-class window); "offsets": (9·hidden) × 2C, offset-major,
     the block of offset o being W_o (against gathered 3×3 patches, or per offset)."""
-    weight = torch.cat([gamma_weight, beta_weight], dim=0)
+    channels, hidden = gamma_weight.shape[:2]
     if layout == "sum":
-        return weight.sum(dim=(2, 3)).t().contiguous()
-    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]).contiguous()
+        return torch.cat([gamma_weight.sum(dim=(2, 3)), beta_weight.sum(dim=(2, 3))], dim=0).t().contiguous()
+    # Each weight copied once, straight into its columns (no concatenated copy first).
+    matrix = gamma_weight.new_empty(3, 3, hidden, 2 * channels)
+    matrix[..., :channels].copy_(gamma_weight.permute(2, 3, 1, 0))
+    matrix[..., channels:].copy_(beta_weight.permute(2, 3, 1, 0))
+    return matrix.view(9 * hidden, 2 * channels)
 
 
 def _gamma_beta_weight_grads(grad_matrix: torch.Tensor, layout: str, channels: int,

@@ -39,10 +39,11 @@ _REMEMBERED_SHAPES = 64  # input shapes whose layout a convolution remembers (th
 
 
 def _reorder(conv: nn.Conv2d, weight: torch.Tensor, input_shape: tuple[int, ...] | None) -> torch.Tensor:
-    """``weight`` packed in the layout oneDNN's convolution picks for inputs of ``input_shape``
-    (None: for a shape oneDNN assumes)."""
+    """``weight`` (plain, or already packed in some layout) packed in the layout oneDNN's
+    convolution picks for inputs of ``input_shape`` (None: for a shape oneDNN assumes)."""
+    source = weight if weight.is_mkldnn else weight.contiguous().to_mkldnn()
     return torch._C._nn.mkldnn_reorder_conv2d_weight(
-        weight.contiguous().to_mkldnn(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        source, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
         None if input_shape is None else list(input_shape))
 
 
@@ -103,8 +104,8 @@ class PrepackedConv2d(nn.Conv2d):
     def _packed_for(self, input_shape: tuple[int, ...] | None,
                     plain: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The packed weight in the layout picked for ``input_shape``: the one held when that
-        shape is known to pick its layout; else packed (from ``plain()``, the weight unpacked)
-        for the shape, which is then remembered."""
+        shape is known to pick its layout; else packed (from ``plain()``: the weight, plain or
+        packed) for the shape, which is then remembered."""
         layouts = self._layouts if self._layouts is not None else {}
         layout = layouts.get(input_shape)
         if self._packed is None or layout is None or layout != self._packed_layout:
@@ -181,9 +182,10 @@ class PackedOnlyConv2d(PrepackedConv2d):
                 and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export()
                 and x.device.type == "cpu" and x.dim() == 4 and x.dtype == torch.float32):
             bias = None if self.bias is None else self.bias.detach()
-            # Packed again, from the copy held, when this shape picks another layout: one copy
-            # at a time, the weights' memory is what this class saves.
-            weight = self._packed_for(tuple(x.shape), lambda: self.weight)
+            # Packed again, straight from the copy held (a reorder between layouts), when this
+            # shape picks another layout: one copy at a time, the weights' memory is what this
+            # class saves.
+            weight = self._packed_for(tuple(x.shape), lambda: self._packed)
             return torch.ops.mkldnn._convolution_pointwise(
                 x, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups, "none",
                 [], "")
