@@ -220,99 +220,27 @@ def load_any_checkpoint(path: str):
     return load_checkpoint(folder, with_training_state=False)
 
 
-def _evaluation_folders(args: argparse.Namespace) -> tuple[Path, Path]:
-    """--label_dir/--image_dir, or a --dataroot holding {val,test,train}_label and _img folders."""
-    if args.label_dir and args.image_dir:
-        return Path(args.label_dir), Path(args.image_dir)
-    if not args.dataroot:
-        raise SystemExit("spadegan evaluate: give --dataroot DIR, or --label_dir and --image_dir")
-    root = Path(args.dataroot)
-    for phase in ("val", "test", "train"):
-        if (root / f"{phase}_label").is_dir() and (root / f"{phase}_img").is_dir():
-            return root / f"{phase}_label", root / f"{phase}_img"
-    raise SystemExit(f"spadegan evaluate: {root} holds no val_label/val_img (or test_, train_) folders")
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .config import DataConfig
-    from .data import build_dataset
-    from .evaluation.protocol import Method, load_results, results_table, run_protocol
-    from .evaluation.segmenters import get_segmenter
-    from .inference import Synthesizer, protocol_generator, style_model
+    from .evaluate import EvaluationRequest, evaluate_checkpoints
+    from .evaluation.protocol import load_results, results_table
 
-    device = device_from_gpu_ids(args.gpu_ids)
-    names = args.name or []
-    if len(names) > len(args.checkpoint):
-        raise SystemExit(f"spadegan evaluate: {len(names)} names for {len(args.checkpoint)} checkpoints")
-    label_dir, image_dir = _evaluation_folders(args)
+    request = EvaluationRequest(
+        checkpoints=args.checkpoint, out=args.out, names=args.name or [], dataroot=args.dataroot,
+        label_dir=args.label_dir, image_dir=args.image_dir, dataset_name=args.dataset_name,
+        max_images=args.max_images, segmenter=args.segmenter, segmenter_weights=args.segmenter_weights,
+        results=args.results, fid_weights=args.fid_weights, no_fid=args.no_fid, style=args.style, seed=args.seed,
+        batch_size=args.batch_size, keep=args.keep, style_metrics=args.style_metrics, style_maps=args.style_maps,
+        style_references=args.style_references, style_map_seed=args.style_map_seed,
+        style_reference_seed=args.style_reference_seed, style_variety_maps=args.style_variety_maps,
+        style_samples=args.style_samples, progress=not args.no_progress, device=device_from_gpu_ids(args.gpu_ids))
     try:
-        segmenter = get_segmenter(args.segmenter, weights=args.segmenter_weights, device=device)
-    except (FileNotFoundError, ValueError, KeyError) as error:
+        report = evaluate_checkpoints(request)
+    except (ValueError, FileNotFoundError) as error:  # bad input or model: a message, no traceback
         raise SystemExit(f"spadegan evaluate: {error}") from None
-
-    methods, synthesizers, label_nc = [], [], None
-    for index, path in enumerate(args.checkpoint):
-        try:
-            synthesizer = Synthesizer.from_checkpoint(path, device=device)
-        except (FileNotFoundError, ValueError) as error:
-            raise SystemExit(f"spadegan evaluate: {error}") from None
-        semantics = synthesizer.config.semantics
-        if label_nc not in (None, semantics.label_nc):
-            raise SystemExit(f"spadegan evaluate: {path} takes {semantics.label_nc} classes, the others {label_nc}")
-        label_nc = semantics.label_nc
-        name = names[index] if index < len(names) else Path(path).name
-        methods.append(Method(name, protocol_generator(synthesizer, args.style, args.seed), str(path)))
-        synthesizers.append(synthesizer)
-    label_nc = label_nc or 182
-    data = DataConfig(dataset_mode="custom", label_dir=str(label_dir), image_dir=str(image_dir), phase="test",
-                      preprocess_mode="none", is_train=False, no_flip=True, label_nc=label_nc,
-                      contain_dontcare_label=True, use_instance=False, max_dataset_size=args.max_images)
-    try:
-        dataset = build_dataset(data)
-    except ValueError as error:
-        raise SystemExit(f"spadegan evaluate: {error}") from None
-
-    inception = None
-    if not args.no_fid:
-        from .evaluation.inception import (
-            InceptionFeatures,
-            InceptionWeightsMissingError,
-        )
-
-        try:
-            inception = InceptionFeatures.from_weights(args.fid_weights, device=device)
-        except InceptionWeightsMissingError as error:
-            if args.fid_weights:
-                raise SystemExit(f"spadegan evaluate: {error}") from None
-            print(f"FID left out: {error}", file=sys.stderr)
-    style_columns, style_lines = {}, []
-    if args.style_metrics:
-        from .evaluation.style_benchmark import (
-            StyleBenchmark,
-            map_seed_of,
-            style_benchmark_columns,
-        )
-
-        height, width = synthesizers[0].output_size if synthesizers else tuple(dataset[0]["label"].shape[-2:])
-        try:
-            map_seed = args.style_map_seed if args.style_map_seed is not None else map_seed_of(args.dataroot)
-            benchmark = StyleBenchmark(size=(width, height), maps=args.style_maps, references=args.style_references,
-                                       map_seed=map_seed, reference_seed=args.style_reference_seed,
-                                       variety_maps=args.style_variety_maps, samples=args.style_samples,
-                                       seed=args.seed)
-        except ValueError as error:
-            raise SystemExit(f"spadegan evaluate: --style_metrics: {error}") from None
-        models = [(method.name, style_model(synthesizer)) for method, synthesizer in zip(methods, synthesizers)]
-        style_columns, style_lines = style_benchmark_columns(benchmark, models, args.batch_size,
-                                                             progress=not args.no_progress)
-    records = run_protocol(methods, dataset, args.dataset_name, segmenter, label_nc, args.out, args.results,
-                           inception=inception, batch_size=args.batch_size, keep=args.keep,
-                           progress=not args.no_progress, extra=style_columns)
-    results = Path(args.results) if args.results else Path(args.out) / "results.jsonl"
-    print(results_table(load_results(results)))
-    for line in style_lines:
+    print(results_table(load_results(report.results)))
+    for line in report.style_lines:
         print(line)
-    print(f"{len(records)} rows appended to {results}; samples in {Path(args.out) / 'index.html'}")
+    print(f"{len(report.records)} rows appended to {report.results}; samples in {Path(args.out) / 'index.html'}")
     return 0
 
 
