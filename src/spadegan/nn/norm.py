@@ -25,7 +25,8 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn.utils import spectral_norm
+
+from .spectral import spectral_norm
 
 ParamFreeKind = Literal["instance", "batch", "syncbatch", "none"]
 _KIND_ALIASES = {"instance": "instance", "batch": "batch", "syncbatch": "syncbatch",

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import spectral_norm
 
 from .fast_spade import (LabelNetworkCache, _gamma_beta_matrix, _patches, _shared_table, _uniform_5x5,
                          label_maps_from_semantics, resnet_block_fast)
 from .norm import ParamFreeKind
 from .spade import NEGATIVE_SLOPE, SPADEResnetBlock
+from .spectral import spectral_norm
 
 BLOCKS = 6  # both networks: the official code builds six whatever --num_res_blocks says
 

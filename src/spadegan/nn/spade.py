@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import spectral_norm
 
 from .norm import ParamFreeKind, param_free_norm
+from .spectral import spectral_norm
 
 NEGATIVE_SLOPE = 0.2  # the leaky ReLU of the residual block (official: 2e-1)
 
