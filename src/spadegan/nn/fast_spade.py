@@ -522,10 +522,7 @@ class _ModulateRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, centred, rows, pixel_row, negative_slope):
         n, channels, h, w = centred.shape
-        scale = _spread(rows[:, :channels], pixel_row, n, h, w)
-        out = torch.addcmul(_spread(rows[:, channels:], pixel_row, n, h, w), centred, scale)
-        if negative_slope is not None:
-            out = F.leaky_relu(out, negative_slope)
+        out, scale = _modulated(centred, rows, pixel_row, negative_slope)
         kept_scale = rows[:, :channels].contiguous() if rows.shape[0] < n * h * w else scale
         ctx.save_for_backward(centred, kept_scale, pixel_row, out if negative_slope is not None else None)
         ctx.negative_slope, ctx.num_rows = negative_slope, rows.shape[0]
@@ -557,10 +554,16 @@ def modulate_rows(centred: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Te
     (N × C × H × W), differentiable in ``centred`` and ``rows`` (:class:`_ModulateRows`)."""
     if torch.is_grad_enabled() and (centred.requires_grad or rows.requires_grad):
         return _ModulateRows.apply(centred, rows, pixel_row, negative_slope)
+    return _modulated(centred, rows, pixel_row, negative_slope)[0]
+
+
+def _modulated(centred: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor,
+               negative_slope: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`modulate_rows`'s output, and the spread scale map it multiplied by."""
     n, channels, h, w = centred.shape
-    out = torch.addcmul(_spread(rows[:, channels:], pixel_row, n, h, w), centred,
-                        _spread(rows[:, :channels], pixel_row, n, h, w))
-    return out if negative_slope is None else F.leaky_relu(out, negative_slope)
+    scale = _spread(rows[:, :channels], pixel_row, n, h, w)
+    out = torch.addcmul(_spread(rows[:, channels:], pixel_row, n, h, w), centred, scale)
+    return (out if negative_slope is None else F.leaky_relu(out, negative_slope)), scale
 
 
 def _gamma_beta_matrix(gamma_weight: torch.Tensor, beta_weight: torch.Tensor, layout: str) -> torch.Tensor:
