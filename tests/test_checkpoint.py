@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+import spadegan.checkpoint as checkpoint_module
 from spadegan.atomic import atomic_write
 from spadegan.checkpoint import load_checkpoint, load_official, save_checkpoint, save_official
 from spadegan.config import (OFFICIAL_DEFAULTS, GeneratorConfig, ModelConfig, SemanticsConfig, model_config_from_options,
                           read_opt_txt, write_opt_txt)
 from spadegan.models import build_networks
+from spadegan.nn.fast_spade import share_gamma_beta_storage
+from spadegan.nn.spade import SPADE
 from spadegan.semantics import build_semantics
 
 from conftest import FIXTURE_NAMES, OFFICIAL, official_fixture, require_official
@@ -167,6 +171,32 @@ def test_rewriting_a_checkpoint_keeps_the_files_beside_it(tmp_path):
     assert not (folder / "training_state.pt").exists()        # a checkpoint file: the new one has none
     loaded = load_checkpoint(folder).networks.generator.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in new.generator.state_dict().items())
+
+
+def test_a_save_writes_each_weight_from_its_own_memory(tmp_path, monkeypatch):
+    """A save holds no second copy of the model: safetensors gets the module's own tensors, copies
+    only of those that are views into shared memory (γ and β of one matrix, for inference)."""
+    networks = tiny_networks(0)
+    first = next(m for m in networks.generator.modules() if isinstance(m, SPADE))
+    share_gamma_beta_storage(first)
+    passed: dict[str, dict[str, int]] = {}
+    save = checkpoint_module.save_safetensors
+
+    def spy(tensors, filename, *args, **kwargs):
+        passed[Path(filename).stem] = {key: value.data_ptr() for key, value in tensors.items()}
+        return save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_safetensors", spy)
+    save_checkpoint(tmp_path / "model", networks)
+    state = networks.generator.state_dict()
+    views = {key for key, value in state.items() if value.data_ptr() in (first.mlp_gamma.weight.data_ptr(),
+                                                                        first.mlp_beta.weight.data_ptr())}
+    assert len(views) == 2
+    written = passed["generator"]
+    assert all(written[key] == value.data_ptr() for key, value in state.items() if key not in views)
+    assert all(written[key] != state[key].data_ptr() for key in views)
+    loaded = load_checkpoint(tmp_path / "model").networks.generator.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in state.items())
 
 
 def test_a_folder_that_is_not_a_checkpoint_is_never_replaced(tmp_path):

@@ -146,7 +146,18 @@ def _fsync_path(path: Path) -> None:
 
 
 def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()}
+    """``module``'s state as safetensors writes it: on the CPU, contiguous, one storage per entry.
+    Views (γ and β of one matrix, ``fast_spade.share_gamma_beta_storage``) become contiguous
+    copies, and entries that still share a storage, which safetensors refuses, are copied; the
+    others are written from the module's own memory, so that a save does not hold a second copy
+    of the model beside it."""
+    state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    owners: dict[int, int] = {}
+    for value in state.values():
+        pointer = value.untyped_storage().data_ptr()
+        owners[pointer] = owners.get(pointer, 0) + 1
+    return {key: value.clone() if owners[value.untyped_storage().data_ptr()] > 1 else value
+            for key, value in state.items()}
 
 
 _CHECKPOINT_FILES = {"config.json", EMA_FILE, STATE_FILE, *_WEIGHT_FILES.values()}
