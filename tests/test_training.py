@@ -56,6 +56,25 @@ def test_resume_is_exact(tmp_path):
     assert "step_00000008.png" in (tmp_path / "a" / "web" / "index.html").read_text()
 
 
+def test_gradients_stay_in_the_same_buffers_from_step_to_step(tmp_path, monkeypatch):
+    """Both optimizers see each parameter's gradient in the buffer it had at the first step: the
+    backward pass writes into it rather than making a new set (spadegan.memory's heap stays whole)."""
+    seen: dict[int, list[dict[int, int]]] = {}
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.setdefault(id(self), []).append({id(p): p.grad.data_ptr() for group in self.param_groups
+                                              for p in group["params"] if p.grad is not None})
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train(tiny_run(tmp_path / "run", max_steps=3), progress=False)
+    assert len(seen) == 2  # G and D
+    for calls in seen.values():
+        assert len(calls) == 3 and calls[0]
+        assert calls[1] == calls[0] and calls[2] == calls[0]
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
         train(tiny_run(tmp_path / "none", max_steps=1), resume=True, progress=False)

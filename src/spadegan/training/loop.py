@@ -526,7 +526,12 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
                 with autocast:
                     g_losses, fake = generator_losses(nets, semantics, real, run.loss)
                 _check_finite(g_losses, step, ctx, checkpoints_dir)
-                optimizer_g.zero_grad(set_to_none=True)
+                # Gradients stay allocated between steps, zeroed (0 + g is g exactly), as the official
+                # code's zero_grad() left them with the PyTorch of its day: the backward pass writes
+                # into the same buffers every step rather than making a new set, which the default
+                # allocator maps and zero-fills afresh and which, made between the activations the
+                # backward pass frees, splits a heap that keeps freed memory (spadegan.memory).
+                optimizer_g.zero_grad(set_to_none=False)
                 scaler_g.scale(sum(g_losses.values())).backward()
                 scaler_g.step(optimizer_g)
                 scaler_g.update()
@@ -537,7 +542,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
             with autocast:
                 d_losses = discriminator_losses(nets, semantics, real, run.loss)
             _check_finite(d_losses, step, ctx, checkpoints_dir)
-            optimizer_d.zero_grad(set_to_none=True)
+            optimizer_d.zero_grad(set_to_none=False)
             scaler_d.scale(sum(d_losses.values())).backward()
             scaler_d.step(optimizer_d)
             scaler_d.update()
