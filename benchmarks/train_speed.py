@@ -1,6 +1,7 @@
 """Seconds per training iteration and peak memory, fast SPADE path against the reference path.
 
-Usage: python benchmarks/train_speed.py [--steps N] [--configs coco cityscapes landscapes tiny] [--gpu_ids -1|0]
+Usage: python benchmarks/train_speed.py [--steps N] [--repeats N] [--configs coco cityscapes landscapes tiny]
+       [--gpu_ids -1|0]
 
 Four configs, each trained by ``spadegan train`` for 1 + N iterations in a process of its own, once
 with the fast SPADE path as ``spadegan train`` runs it (freed memory kept, ``spadegan.memory``) and once
@@ -16,7 +17,9 @@ show what the allocator setting alone gives, the fast path with the default allo
   pay for its bookkeeping.
 The VGG19 has random weights, written to a temporary file: the same arithmetic as the real one.
 The first iteration (warm-up) is left out of the mean; the paths of a config run one after the
-other, so compare ratios from one run.
+other, so compare ratios from one run. ``--repeats N`` runs every config's paths N times in turn,
+prints each round, and then the minimum and median ratios and how far the fast path's peak fell
+from the reference path's in the same round (this machine's timings move by ±10% from run to run).
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def landscapes_dataset(folder: Path, count: int = 4) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every path per config")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--gpu_ids", default="-1")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -126,22 +130,39 @@ def main() -> None:
               "fast with the default allocator)")
         for key in args.configs:
             name, flags = CONFIGS[key]
-            results = {}
-            for path, (extra, env) in PATHS.items():
-                run_flags = [*flags, *data[key], "--name", "bench", "--checkpoints_dir", str(Path(tmp) / f"{key}_{path}"),
-                             "--max_steps", str(args.steps + 1), "--print_freq", "1", "--display_freq", "100000",
-                             "--save_latest_freq", "100000", "--vgg_path", str(vgg_path), "--no_progress",
-                             "--no_tensorboard", "--gpu_ids", args.gpu_ids, "--nThreads", "0", *extra]
-                out = subprocess.run([sys.executable, __file__, "--child", *run_flags], capture_output=True, text=True,
-                                     env={**os.environ, **env})
-                if out.returncode != 0:
-                    raise SystemExit(out.stderr[-2000:])
-                results[path] = json.loads(out.stdout.strip().splitlines()[-1])
-            ref, fast, plain = (results[p]["seconds_per_iteration"] for p in PATHS)
-            peaks = " / ".join(f"{results[p]['peak_memory_mib']:.0f}" for p in PATHS)
-            print(f"{name:<64} {ref:>11.3f} {fast:>8.3f} {ref / fast:>6.2f} {plain:>8.3f} {ref / plain:>6.2f}"
-                  f"  {peaks}")
+            rounds = []
+            for round_index in range(args.repeats):
+                results = {}
+                for path, (extra, env) in PATHS.items():
+                    folder = Path(tmp) / f"{key}_{path}_{round_index}"
+                    run_flags = [*flags, *data[key], "--name", "bench", "--checkpoints_dir", str(folder),
+                                 "--max_steps", str(args.steps + 1), "--print_freq", "1", "--display_freq", "100000",
+                                 "--save_latest_freq", "100000", "--vgg_path", str(vgg_path), "--no_progress",
+                                 "--no_tensorboard", "--gpu_ids", args.gpu_ids, "--nThreads", "0", *extra]
+                    out = subprocess.run([sys.executable, __file__, "--child", *run_flags], capture_output=True,
+                                         text=True, env={**os.environ, **env})
+                    if out.returncode != 0:
+                        raise SystemExit(out.stderr[-2000:])
+                    results[path] = json.loads(out.stdout.strip().splitlines()[-1])
+                rounds.append(results)
+                ref, fast, plain = (results[p]["seconds_per_iteration"] for p in PATHS)
+                peaks = " / ".join(f"{results[p]['peak_memory_mib']:.0f}" for p in PATHS)
+                print(f"{name:<64} {ref:>11.3f} {fast:>8.3f} {ref / fast:>6.2f} {plain:>8.3f} {ref / plain:>6.2f}"
+                      f"  {peaks}", flush=True)
+            if args.repeats > 1:
+                print(summary(rounds))
         print(f"({results['fast']['device']}; mean of {args.steps} iterations after one warm-up)")
+
+
+def summary(rounds: list[dict[str, dict]]) -> str:
+    """The spread over rounds: minimum and median speed-up of the fast path, and its peak
+    against the reference path's of the same round."""
+    ratios = [r["reference"]["seconds_per_iteration"] / r["fast"]["seconds_per_iteration"] for r in rounds]
+    excess = [r["fast"]["peak_memory_mib"] - r["reference"]["peak_memory_mib"] for r in rounds]
+    above = sum(e > 0 for e in excess)
+    return (f"{'':<4}{len(rounds)} rounds: fast path {min(ratios):.2f}x at the minimum, {statistics.median(ratios):.2f}x "
+            f"median; peak minus the reference path's {min(excess):+.0f} to {max(excess):+.0f} MiB "
+            f"(above it in {above} of {len(rounds)})")
 
 
 if __name__ == "__main__":
