@@ -658,6 +658,12 @@ class _GammaBetaProduct(torch.autograd.Function):
         x_dtype, weight_dtype, bias_dtype, compute = ctx.dtypes  # autocast computed in `compute`
         grad_out = grad_out.to(compute)
         grad_x = grad_gamma = grad_beta = grad_bias = None
+        if bias_dtype is not None and ctx.needs_input_grad[4]:
+            grad_bias = grad_out.sum(0).to(bias_dtype)
+        if mode == "patches" and patch_index.shape[0] < 2 * gamma_weight.shape[0]:
+            grad_x, grad_gamma, grad_beta = _patch_product_backward(ctx, grad_out, x, patch_index, gamma_weight,
+                                                                   beta_weight, compute)
+            return grad_x, None, grad_gamma, grad_beta, grad_bias, None, None, None, None
         if ctx.needs_input_grad[0]:
             matrix = _gamma_beta_matrix(gamma_weight, beta_weight, layout).to(compute)
             if mode == "offsets":  # Σ_o (gradient of the offset-o rows) · W_oᵀ
@@ -683,9 +689,36 @@ class _GammaBetaProduct(torch.autograd.Function):
             del operand
             grad_gamma, grad_beta = _gamma_beta_weight_grads(grad_matrix.to(weight_dtype), layout,
                                                              gamma_weight.shape[0], hidden)
-        if bias_dtype is not None and ctx.needs_input_grad[4]:
-            grad_bias = grad_out.sum(0).to(bias_dtype)
         return grad_x, None, grad_gamma, grad_beta, grad_bias, None, None, None, None
+
+
+def _patch_product_backward(ctx, grad_out: torch.Tensor, x: torch.Tensor, patch_index: torch.Tensor,
+                            gamma_weight: torch.Tensor, beta_weight: torch.Tensor, compute: torch.dtype):
+    """The "patches" backward pass in the weights' own layout (C × hidden·9, hidden-major), for
+    fewer boundary pixels B than the 2C output channels: the B × 9·hidden patches and their
+    gradient are transposed instead of the 2C × 9·hidden weights and theirs, which at the lowest
+    resolutions (a few hundred pixels, 1024 channels) are several times larger.
+    Returns the gradients of x, the γ weight and the β weight (None where not needed)."""
+    n, h, w = ctx.shape
+    channels, hidden = gamma_weight.shape[:2]
+    boundary = patch_index.shape[0]
+    grad_gamma_rows, grad_beta_rows = grad_out[:, :channels], grad_out[:, channels:]
+    weights = (gamma_weight.reshape(channels, hidden * 9).to(compute),
+               beta_weight.reshape(channels, hidden * 9).to(compute))
+    grad_x = grad_gamma = grad_beta = None
+    if ctx.needs_input_grad[0]:
+        grad_patches = grad_gamma_rows @ weights[0]              # B × (hidden·9), hidden-major
+        grad_patches.addmm_(grad_beta_rows, weights[1])
+        offset_major = grad_patches.view(boundary, hidden, 9).transpose(1, 2).reshape(-1, hidden)
+        grad_padded = grad_patches.new_zeros(n * (h + 2) * (w + 2), hidden)
+        grad_padded.index_add_(0, patch_index.reshape(-1), offset_major)
+        grad_x = grad_padded.view(n, h + 2, w + 2, hidden)[:, 1:h + 1, 1:w + 1].reshape(-1, hidden).to(x.dtype)
+    if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+        patches = _patches(x, patch_index, n, h, w).to(compute)
+        hidden_major = patches.view(boundary, 9, hidden).transpose(1, 2).reshape(boundary, hidden * 9)
+        grad_gamma = (grad_gamma_rows.t() @ hidden_major).view_as(gamma_weight).to(gamma_weight.dtype)
+        grad_beta = (grad_beta_rows.t() @ hidden_major).view_as(beta_weight).to(beta_weight.dtype)
+    return grad_x, grad_gamma, grad_beta
 
 
 def _patches(actv: torch.Tensor, patch_index: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
