@@ -1,7 +1,7 @@
 """Seconds per training iteration and peak memory, fast SPADE path against the reference path.
 
 Usage: python benchmarks/train_speed.py [--steps N] [--repeats N] [--configs coco cityscapes landscapes tiny]
-       [--gpu_ids -1|0]
+       [--gpu_ids -1|0] [--preload LIBRARY]
 
 Four configs, each trained by ``spadegan train`` for 1 + N iterations in a process of its own, once
 with the fast SPADE path as ``spadegan train`` runs it (freed memory kept, ``spadegan.memory``) and once
@@ -20,6 +20,8 @@ The first iteration (warm-up) is left out of the mean; the paths of a config run
 other, so compare ratios from one run. ``--repeats N`` runs every config's paths N times in turn,
 prints each round, and then the minimum and median ratios and how far the fast path's peak fell
 from the reference path's in the same round (this machine's timings move by ±10% from run to run).
+``--preload LIBRARY`` adds the fast path with that allocator preloaded (``LD_PRELOAD``), e.g.
+``/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`` (Debian ``libtcmalloc-minimal4``).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every path per config")
+    parser.add_argument("--preload", help="also run the fast path with this allocator library in LD_PRELOAD")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--gpu_ids", default="-1")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -120,6 +123,12 @@ def main() -> None:
 
     from spadegan.nn.vgg import VGG19Features
 
+    paths = dict(PATHS)
+    if args.preload:
+        if not Path(args.preload).is_file():
+            raise SystemExit(f"--preload {args.preload}: no such file; expected an allocator library such as "
+                             "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+        paths["fast, preloaded"] = ([], {"LD_PRELOAD": args.preload})
     with tempfile.TemporaryDirectory() as tmp:
         vgg_path = Path(tmp) / "vgg19_random.pth"
         torch.save(VGG19Features().state_dict(), vgg_path)
@@ -127,13 +136,13 @@ def main() -> None:
                 "landscapes": landscapes_dataset(Path(tmp) / "land") if "landscapes" in args.configs else []}
         print(f"{'':<64} {'reference':>11} {'fast path':>15} {'fast, default':>15}  peak MiB")
         print(f"{'config':<64} {'s':>11} {'s':>8} {'ratio':>6} {'s':>8} {'ratio':>6}  (reference / fast / "
-              "fast with the default allocator)")
+              "fast with the default allocator" + (" / fast, preloaded)" if args.preload else ")"))
         for key in args.configs:
             name, flags = CONFIGS[key]
             rounds = []
             for round_index in range(args.repeats):
                 results = {}
-                for path, (extra, env) in PATHS.items():
+                for path, (extra, env) in paths.items():
                     folder = Path(tmp) / f"{key}_{path}_{round_index}"
                     run_flags = [*flags, *data[key], "--name", "bench", "--checkpoints_dir", str(folder),
                                  "--max_steps", str(args.steps + 1), "--print_freq", "1", "--display_freq", "100000",
@@ -146,9 +155,13 @@ def main() -> None:
                     results[path] = json.loads(out.stdout.strip().splitlines()[-1])
                 rounds.append(results)
                 ref, fast, plain = (results[p]["seconds_per_iteration"] for p in PATHS)
-                peaks = " / ".join(f"{results[p]['peak_memory_mib']:.0f}" for p in PATHS)
+                peaks = " / ".join(f"{results[p]['peak_memory_mib']:.0f}" for p in paths)
+                preloaded = ""
+                if args.preload:
+                    seconds = results["fast, preloaded"]["seconds_per_iteration"]
+                    preloaded = f"  preloaded: {seconds:.3f} s, {ref / seconds:.2f}x"
                 print(f"{name:<64} {ref:>11.3f} {fast:>8.3f} {ref / fast:>6.2f} {plain:>8.3f} {ref / plain:>6.2f}"
-                      f"  {peaks}", flush=True)
+                      f"  {peaks}{preloaded}", flush=True)
             if args.repeats > 1:
                 print(summary(rounds))
         print(f"({results['fast']['device']}; mean of {args.steps} iterations after one warm-up)")
