@@ -5,9 +5,9 @@ Usage: python benchmarks/allocators.py [--forwards N] [--threads T]
 The fast path (as ``Synthesizer`` prepares it) on the Cityscapes 512×256 ``more`` generator
 (ngf 64), over a mixed sequence of inputs a server sees (one street, a batch of two, another
 street), in one process per allocator: glibc's default, glibc with freed memory kept
-(``spadegan.memory``, what ``spadegan`` commands and ``Synthesizer`` do), and jemalloc and tcmalloc
+(``spadegan.memory``, what ``Synthesizer`` does in a Python process), and jemalloc and tcmalloc
 through ``LD_PRELOAD`` where they are installed (Debian: ``libjemalloc2``,
-``libtcmalloc-minimal4``). Prints, per allocator, the median forward time, the page faults per
+``libtcmalloc-minimal4``; the ``spadegan`` command starts with tcmalloc where it is installed). Prints, per allocator, the median forward time, the page faults per
 forward after the first three, and the peak and final RSS.
 """
 

@@ -12,8 +12,10 @@ fan-in scale and real BatchNorm statistics), each over a set of maps:
 - ADE20K 256×256 (150 + don't-care): region maps of 20, 40 and 80 regions.
 
 Each path runs in its own process, built from the same weights: the reference path as the
-official code runs it (PyTorch's default allocator), the fast path as ``spadegan`` commands and
-``Synthesizer`` run it (spectral norm folded, weights packed, freed memory kept: ``spadegan.memory``).
+official code runs it (PyTorch's default allocator), the fast path as the ``spadegan`` command runs
+it (spectral norm folded, weights packed, freed memory kept: started with tcmalloc where it is
+installed, ``spadegan.memory``) and, where that is tcmalloc, as ``Synthesizer`` runs in a Python
+process too (glibc's malloc with freed memory kept).
 The processes take turns, one forward at a time, so that a slower spell of this shared machine
 hits every path; the best of ``--repeats`` is kept per map. Per map: the time of each path
 (wall, and CPU time of its process, which a virtual machine's stolen time does not inflate),
@@ -27,6 +29,7 @@ path, in this process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import multiprocessing
 import os
@@ -188,11 +191,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-PATHS = {  # name: (fast SPADE path, freed memory kept, bf16 convolutions)
-    "reference": (False, False, False),
-    "reference, memory kept": (False, True, False),
-    "fast": (True, True, False),
-    "fast, bf16 convs": (True, True, True),
+PATHS = {  # name: (fast SPADE path, freed memory kept, bf16 convolutions, started with tcmalloc where installed)
+    "reference": (False, False, False, False),
+    "reference, memory kept": (False, True, False, False),
+    "fast": (True, True, False, True),
+    "fast, glibc kept": (True, True, False, False),
+    "fast, bf16 convs": (True, True, True, True),
 }
 
 
@@ -200,7 +204,7 @@ def path_worker(path: str, generator_kwargs: dict, weights: str, threads: int, c
     """One path in its own process: build the generator from ``weights``, prepare it as that path
     runs, then answer ("map", semantics, z) with a warm-up forward's image and ("time",) with one
     timed forward's (wall, cpu, system seconds, minor page faults); ("peak",) gives the peak RSS."""
-    fast, keep, bf16 = PATHS[path]
+    fast, keep, bf16, _ = PATHS[path]
     if keep:
         from spadegan.memory import keep_freed_memory
         keep_freed_memory()
@@ -239,6 +243,34 @@ def path_worker(path: str, generator_kwargs: dict, weights: str, threads: int, c
                 return
 
 
+def preferred_allocator() -> str | None:
+    """The library the spadegan command preloads (``spadegan.memory.start_with_preferred_allocator``)."""
+    from spadegan import memory
+
+    if os.environ.get("SPADE_ALLOCATOR", "tcmalloc") == "system" or os.environ.get("LD_PRELOAD"):
+        return None
+    return memory.tcmalloc_library()
+
+
+@contextlib.contextmanager
+def environment(**values: str | None):
+    """``os.environ`` with ``values`` set (None: removed) for the duration of the block."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def peak_rss() -> int:
     """This process's peak resident memory in bytes. Linux's ``VmHWM``, which starts afresh at
     exec (``ru_maxrss`` carries over the peak of the process that forked it)."""
@@ -270,7 +302,11 @@ def time_paths(config: Config, generator: SPADEGenerator, paths: list[str], repe
         for path in paths:
             ours, theirs = context.Pipe()
             process = context.Process(target=path_worker, args=(path, kwargs, weights, threads, theirs))
-            process.start()
+            # A spawned worker cannot start itself again; it is started as the spadegan command
+            # would have started it.
+            preload = preferred_allocator() if PATHS[path][3] else None
+            with environment(LD_PRELOAD=preload):
+                process.start()
             workers[path] = (process, ours)
         results = []
         z = torch.randn(1, 256, generator=torch.Generator().manual_seed(1)) if config.with_z else None
@@ -372,13 +408,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    paths = ["reference", "fast"] + ["reference, memory kept"] * args.same_allocator + ["fast, bf16 convs"] * args.bf16
+    tcmalloc = preferred_allocator() is not None
+    paths = (["reference", "fast"] + ["fast, glibc kept"] * tcmalloc + ["reference, memory kept"] * args.same_allocator
+             + ["fast, bf16 convs"] * args.bf16)
 
     print(f"{cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}")
     print(f"{args.threads} threads, batch 1, fp32, eval, ngf 64; each path in its own process, taking turns; "
           f"best of {args.repeats} per map")
     print("wall: wall-clock seconds; cpu: CPU seconds of the path's process (user + system), which a virtual")
     print("machine's stolen time does not inflate; rel. diff: max |fast - reference| / max |reference| of the images")
+    print("fast: started with tcmalloc, as the spadegan command starts; fast, glibc kept: glibc's malloc with freed"
+          " memory kept, as Synthesizer runs in a Python process" if tcmalloc else
+          "fast: glibc's malloc with freed memory kept (tcmalloc, which the spadegan command prefers, is not installed)")
     for config in map_sets(args.configs):
         generator = SPADEGenerator(config.maps[0][1].shape[1], ngf=64, **config.generator)
         z = torch.randn(1, 256) if config.with_z else None

@@ -1,4 +1,5 @@
-"""spadegan.memory: with freed memory kept, a buffer made again is not faulted in again."""
+"""spadegan.memory: with freed memory kept, a buffer made again is not faulted in again; the
+spadegan command starts with tcmalloc where it is installed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import spadegan.memory as memory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc on Linux")
 
@@ -38,7 +41,7 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def faults_of_second_buffer(**env: str) -> tuple[bool, int]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     result = subprocess.run([sys.executable, "-c", CHILD], env={**clean, **env}, capture_output=True, text=True,
                             check=True)
     applied, faults = result.stdout.split()
@@ -80,3 +83,81 @@ def test_spade_commands_keep_freed_memory(tmp_path):
               "print(m._applied)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+# The allocator the spadegan command starts with.
+
+TCMALLOC_INSTALLED = memory.tcmalloc_library() is not None
+
+
+class ExecCalled(Exception):
+    pass
+
+
+def start_and_catch_the_exec(monkeypatch, library: str | None, **env: str) -> tuple | None:
+    """start_with_preferred_allocator with the library lookup and os.execve stubbed: the execve
+    arguments it would have run with, or None where it lets the process go on."""
+    for name in ("LD_PRELOAD", "SPADE_ALLOCATOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(memory, "tcmalloc_library", lambda: library)
+    monkeypatch.setattr(memory, "tcmalloc_loaded", lambda: False)
+
+    def execve(path, argv, environment):
+        raise ExecCalled(path, argv, environment)
+
+    monkeypatch.setattr(memory.os, "execve", execve)
+    try:
+        memory.start_with_preferred_allocator()
+    except ExecCalled as called:
+        return called.args
+    return None
+
+
+def test_the_command_runs_again_with_tcmalloc_preloaded(monkeypatch):
+    path, argv, environment = start_and_catch_the_exec(monkeypatch, "libtcmalloc_minimal.so.4")
+    assert path == sys.executable and argv == sys.orig_argv
+    assert environment["LD_PRELOAD"] == "libtcmalloc_minimal.so.4"
+    assert environment["PATH"] == os.environ["PATH"]
+
+
+@pytest.mark.parametrize("library, env", [
+    (None, {}),  # not installed
+    ("libtcmalloc_minimal.so.4", {"SPADE_ALLOCATOR": "system"}),  # the user's opt-out
+    ("libtcmalloc_minimal.so.4", {"LD_PRELOAD": "libjemalloc.so.2"}),  # the user's own preload
+])
+def test_the_process_goes_on_as_started(monkeypatch, library, env):
+    assert start_and_catch_the_exec(monkeypatch, library, **env) is None
+
+
+def test_an_unknown_allocator_choice_is_refused(monkeypatch):
+    with pytest.raises(SystemExit, match="SPADE_ALLOCATOR=jemalloc: expected tcmalloc"):
+        start_and_catch_the_exec(monkeypatch, "libtcmalloc_minimal.so.4", SPADE_ALLOCATOR="jemalloc")
+
+
+def test_the_console_scripts_start_with_the_preferred_allocator():
+    from importlib.metadata import entry_points
+
+    for name in ("spadegan", "spade"):
+        (script,) = entry_points(group="console_scripts", name=name)
+        assert script.value == "spadegan.__main__:main"
+
+
+@pytest.mark.skipif(not TCMALLOC_INSTALLED, reason="tcmalloc (libtcmalloc-minimal4) is not installed")
+def test_started_again_the_process_runs_on_tcmalloc():
+    script = ("import spadegan.memory as m\n"
+              "m.start_with_preferred_allocator()\n"
+              "print(m.tcmalloc_loaded(), m.keep_freed_memory())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SPADE_ALLOCATOR")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    # Once: the process that started again does not start a third time. glibc's malloc is left
+    # alone, since it is not the one in use.
+    assert result.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.skipif(not TCMALLOC_INSTALLED, reason="tcmalloc (libtcmalloc-minimal4) is not installed")
+def test_tcmalloc_reuses_a_freed_buffer_without_page_faults():
+    applied, faults = faults_of_second_buffer(LD_PRELOAD=memory.tcmalloc_library())
+    assert not applied
+    assert faults < PAGES / 100, f"{faults} page faults for a reused {BUFFER_BYTES >> 20} MiB buffer under tcmalloc"

@@ -13,6 +13,14 @@ settles a little above the default allocator's peak after the first few calls (t
 aligned allocation splits off can keep a freed buffer from merging back until glibc's small-chunk
 cache is full; ``docs/performance.md`` has the figures). A server budgets for its peak anyway (``docs/limits.md``); a user who wants memory handed back sets
 ``SPADE_KEEP_FREED_MEMORY=0``, or glibc's own ``MALLOC_*`` variables, which this leaves alone.
+
+Training fragments a kept glibc heap: its buffers change size from step to step, and freed ones
+no longer fit what is asked next. gperftools' tcmalloc keeps freed memory too, in size classes
+that do not fragment that way, so the ``spadegan`` command starts with it where it is installed
+(Debian and Ubuntu's ``libtcmalloc-minimal4``): ``start_with_preferred_allocator`` runs the
+command again with the library preloaded, since an allocator cannot be swapped once a process
+has allocated. ``SPADE_ALLOCATOR=system``, or an ``LD_PRELOAD`` of the user's own, keeps the
+process as started. ``docs/performance.md`` has the figures.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -32,6 +41,10 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 30
 # mallopt takes a C int: the largest free heap top kept is 2 GiB - 1.
 TRIM_THRESHOLD = (1 << 31) - 1
+
+# gperftools' tcmalloc as Debian and Ubuntu install it (libtcmalloc-minimal4:
+# libtcmalloc_minimal.so.4); the "minimal" build leaves out the heap profiler, which nothing here needs.
+TCMALLOC = "tcmalloc_minimal"
 
 _ALLOCATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
 _applied: bool | None = None
@@ -46,6 +59,8 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
+    if tcmalloc_loaded():  # it keeps freed memory itself; glibc's malloc is not the one in use
+        return False
     if os.environ.get("SPADE_KEEP_FREED_MEMORY", "1") == "0":
         return False
     if any(name in os.environ for name in _ALLOCATOR_VARIABLES) or "glibc.malloc" in os.environ.get(
@@ -67,6 +82,42 @@ def release_freed_memory() -> None:
     beside the forwards' buffers. A no-op where freed memory is not kept."""
     if _applied:
         _glibc().malloc_trim(0)
+    elif tcmalloc_loaded():
+        ctypes.CDLL(None).MallocExtension_ReleaseFreeMemory()
+
+
+def tcmalloc_library() -> str | None:
+    """The tcmalloc library the dynamic loader would find, or None (not installed, not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.util.find_library(TCMALLOC)
+
+
+def tcmalloc_loaded() -> bool:
+    """Whether this process's malloc is tcmalloc (preloaded: it is mapped from the start)."""
+    try:
+        return "libtcmalloc" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
+def start_with_preferred_allocator() -> None:
+    """Run this process again, from the start, with tcmalloc preloaded, where it is installed and
+    neither ``SPADE_ALLOCATOR=system`` nor an ``LD_PRELOAD`` of the user's own says otherwise. For
+    a command's entry point, before anything has run: ``os.execve`` replaces the process (same
+    PID, same arguments and open files) and does not return; otherwise this returns and the
+    process goes on with the system's malloc."""
+    choice = os.environ.get("SPADE_ALLOCATOR", "tcmalloc")
+    if choice not in ("tcmalloc", "system"):
+        raise SystemExit(f"SPADE_ALLOCATOR={choice}: expected tcmalloc (the default) or system")
+    if choice == "system" or os.environ.get("LD_PRELOAD") or tcmalloc_loaded():
+        return
+    library = tcmalloc_library()
+    if library is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, {**os.environ, "LD_PRELOAD": library})
 
 
 def _glibc():
