@@ -1,12 +1,14 @@
 """Seconds per training iteration and peak memory, fast SPADE path against the reference path.
 
 Usage: python benchmarks/train_speed.py [--steps N] [--repeats N] [--configs coco cityscapes landscapes tiny]
-       [--gpu_ids -1|0] [--preload LIBRARY]
+       [--gpu_ids -1|0]
 
-Four configs, each trained by ``spadegan train`` for 1 + N iterations in a process of its own, once
-with the fast SPADE path as ``spadegan train`` runs it (freed memory kept, ``spadegan.memory``) and once
-with ``--reference_spade`` and PyTorch's default allocator, as the official code runs (and, to
-show what the allocator setting alone gives, the fast path with the default allocator too):
+Four configs, each trained by ``spadegan train`` for 1 + N iterations in a process of its own: with
+the fast SPADE path as the ``spadegan`` command runs it (started again with tcmalloc where it is
+installed, else glibc's malloc with freed memory kept: ``spadegan.memory``), and with
+``--reference_spade`` and glibc's default allocator, as the official code runs. To show what the
+allocator alone gives, the fast path also runs on glibc's malloc with freed memory kept
+(``SPADE_ALLOCATOR=system``) and on glibc's default (and ``SPADE_KEEP_FREED_MEMORY=0``).
 - COCO-Stuff 256×256 with the encoder: the official defaults for ``--dataset_mode coco`` (ngf 64,
   ndf 64, VGG loss), batch 1, on the COCO-Stuff samples beside the repository;
 - Cityscapes-like 256×128: 35 labels + instance edges, ngf 64, ndf 64, VGG loss, batch 1, on
@@ -20,8 +22,8 @@ The first iteration (warm-up) is left out of the mean; the paths of a config run
 other, so compare ratios from one run. ``--repeats N`` runs every config's paths N times in turn,
 prints each round, and then the minimum and median ratios and how far the fast path's peak fell
 from the reference path's in the same round (this machine's timings move by ±10% from run to run).
-``--preload LIBRARY`` adds the fast path with that allocator preloaded (``LD_PRELOAD``), e.g.
-``/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`` (Debian ``libtcmalloc-minimal4``).
+Beside the wall-clock ratio, the fast path's ratio of process CPU time (all threads), which time
+stolen by other tenants of a shared machine does not inflate.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ CONFIGS = {
               "--preprocess_mode", "fixed", "--load_size", "64", "--crop_size", "64", "--ngf", "4",
               "--spade_hidden", "16", "--ndf", "8", "--n_layers_D", "3"]),
 }
-PATHS = {"reference": (["--reference_spade"], {"SPADE_KEEP_FREED_MEMORY": "0"}), "fast": ([], {}),
-         "fast, default allocator": ([], {"SPADE_KEEP_FREED_MEMORY": "0"})}
+SYSTEM = {"SPADE_ALLOCATOR": "system"}
+DEFAULT = {**SYSTEM, "SPADE_KEEP_FREED_MEMORY": "0"}
+PATHS = {"reference": (["--reference_spade"], DEFAULT), "fast": ([], {}), "fast, glibc kept": ([], SYSTEM),
+         "fast, glibc default": ([], DEFAULT)}
 
 
 def peak_rss_mib() -> float:
@@ -68,17 +72,23 @@ def peak_rss_mib() -> float:
 
 def run_one(flags: list[str]) -> None:
     """Child process: train, then print seconds per iteration and peak memory as JSON."""
+    from spadegan.memory import keep_freed_memory, start_with_preferred_allocator, tcmalloc_loaded
+
+    start_with_preferred_allocator()  # as the spadegan command starts: this process may run again
     import torch
 
     from spadegan.cli import main
 
     main(["train", *flags])
+    allocator = "tcmalloc" if tcmalloc_loaded() else "glibc, kept" if keep_freed_memory() else "glibc"
     run_dir = Path(flags[flags.index("--checkpoints_dir") + 1]) / "bench"
     records = [json.loads(line) for line in (run_dir / "logs" / "losses.jsonl").read_text().splitlines()]
     times = [r["seconds_per_iteration"] for r in records[1:]]
+    cpu_times = [r["cpu_seconds_per_iteration"] for r in records[1:]]
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_rss_mib()
     print(json.dumps({"seconds_per_iteration": statistics.mean(times), "min": min(times),
-                      "peak_memory_mib": peak, "device": "cuda" if torch.cuda.is_available() else "cpu"}))
+                      "cpu_seconds_per_iteration": statistics.mean(cpu_times),
+                      "peak_memory_mib": peak, "allocator": allocator, "device": "cuda" if torch.cuda.is_available() else "cpu"}))
 
 
 def street_dataset(folder: Path, count: int = 4) -> list[str]:
@@ -111,7 +121,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every path per config")
-    parser.add_argument("--preload", help="also run the fast path with this allocator library in LD_PRELOAD")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--gpu_ids", default="-1")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -123,58 +132,53 @@ def main() -> None:
 
     from spadegan.nn.vgg import VGG19Features
 
-    paths = dict(PATHS)
-    if args.preload:
-        if not Path(args.preload).is_file():
-            raise SystemExit(f"--preload {args.preload}: no such file; expected an allocator library such as "
-                             "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
-        paths["fast, preloaded"] = ([], {"LD_PRELOAD": args.preload})
     with tempfile.TemporaryDirectory() as tmp:
         vgg_path = Path(tmp) / "vgg19_random.pth"
         torch.save(VGG19Features().state_dict(), vgg_path)
         data = {"coco": [], "tiny": [], "cityscapes": street_dataset(Path(tmp) / "streets") if "cityscapes" in args.configs else [],
                 "landscapes": landscapes_dataset(Path(tmp) / "land") if "landscapes" in args.configs else []}
-        print(f"{'':<64} {'reference':>11} {'fast path':>15} {'fast, default':>15}  peak MiB")
-        print(f"{'config':<64} {'s':>11} {'s':>8} {'ratio':>6} {'s':>8} {'ratio':>6}  (reference / fast / "
-              "fast with the default allocator" + (" / fast, preloaded)" if args.preload else ")"))
+        print(f"{'':<64} {'reference':>9} {'fast path':>15} {'fast, glibc kept':>16} {'fast, glibc':>15}  peak MiB")
+        print(f"{'config':<64} {'s':>9} {'s':>8} {'ratio':>6} {'s':>9} {'ratio':>6} {'s':>8} {'ratio':>6}  "
+              "(in the order of the columns)")
+        inherited = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SPADE_ALLOCATOR")}
         for key in args.configs:
             name, flags = CONFIGS[key]
             rounds = []
             for round_index in range(args.repeats):
                 results = {}
-                for path, (extra, env) in paths.items():
+                for path, (extra, env) in PATHS.items():
                     folder = Path(tmp) / f"{key}_{path}_{round_index}"
                     run_flags = [*flags, *data[key], "--name", "bench", "--checkpoints_dir", str(folder),
                                  "--max_steps", str(args.steps + 1), "--print_freq", "1", "--display_freq", "100000",
                                  "--save_latest_freq", "100000", "--vgg_path", str(vgg_path), "--no_progress",
                                  "--no_tensorboard", "--gpu_ids", args.gpu_ids, "--nThreads", "0", *extra]
                     out = subprocess.run([sys.executable, __file__, "--child", *run_flags], capture_output=True,
-                                         text=True, env={**os.environ, **env})
+                                         text=True, env={**inherited, **env})
                     if out.returncode != 0:
                         raise SystemExit(out.stderr[-2000:])
                     results[path] = json.loads(out.stdout.strip().splitlines()[-1])
                 rounds.append(results)
-                ref, fast, plain = (results[p]["seconds_per_iteration"] for p in PATHS)
-                peaks = " / ".join(f"{results[p]['peak_memory_mib']:.0f}" for p in paths)
-                preloaded = ""
-                if args.preload:
-                    seconds = results["fast, preloaded"]["seconds_per_iteration"]
-                    preloaded = f"  preloaded: {seconds:.3f} s, {ref / seconds:.2f}x"
-                print(f"{name:<64} {ref:>11.3f} {fast:>8.3f} {ref / fast:>6.2f} {plain:>8.3f} {ref / plain:>6.2f}"
-                      f"  {peaks}{preloaded}", flush=True)
+                ref = results["reference"]["seconds_per_iteration"]
+                columns = "".join(f" {results[p]['seconds_per_iteration']:>8.3f} "
+                                  f"{ref / results[p]['seconds_per_iteration']:>6.2f}" for p in list(PATHS)[1:])
+                peaks = " / ".join(f"{results[p]['peak_memory_mib']:.0f}" for p in PATHS)
+                cpu = results["reference"]["cpu_seconds_per_iteration"] / results["fast"]["cpu_seconds_per_iteration"]
+                print(f"{name:<64} {ref:>9.3f}{columns}  {peaks}  fast path CPU time {cpu:.2f}x", flush=True)
             if args.repeats > 1:
                 print(summary(rounds))
-        print(f"({results['fast']['device']}; mean of {args.steps} iterations after one warm-up)")
+        print(f"({results['fast']['device']}; mean of {args.steps} iterations after one warm-up; the fast path ran "
+              f"on {results['fast']['allocator']})")
 
 
 def summary(rounds: list[dict[str, dict]]) -> str:
     """The spread over rounds: minimum and median speed-up of the fast path, and its peak
     against the reference path's of the same round."""
     ratios = [r["reference"]["seconds_per_iteration"] / r["fast"]["seconds_per_iteration"] for r in rounds]
+    cpu = [r["reference"]["cpu_seconds_per_iteration"] / r["fast"]["cpu_seconds_per_iteration"] for r in rounds]
     excess = [r["fast"]["peak_memory_mib"] - r["reference"]["peak_memory_mib"] for r in rounds]
     above = sum(e > 0 for e in excess)
     return (f"{'':<4}{len(rounds)} rounds: fast path {min(ratios):.2f}x at the minimum, {statistics.median(ratios):.2f}x "
-            f"median; peak minus the reference path's {min(excess):+.0f} to {max(excess):+.0f} MiB "
+            f"median (CPU time: {min(cpu):.2f}x, {statistics.median(cpu):.2f}x); peak minus the reference path's {min(excess):+.0f} to {max(excess):+.0f} MiB "
             f"(above it in {above} of {len(rounds)})")
 
 

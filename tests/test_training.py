@@ -51,6 +51,7 @@ def test_resume_is_exact(tmp_path):
     # and the run wrote its log, its grids and its page
     records = [json.loads(line) for line in (tmp_path / "a" / "logs" / "losses.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 10))
+    assert all(r["seconds_per_iteration"] > 0 and r["cpu_seconds_per_iteration"] > 0 for r in records)
     assert {"GAN", "GAN_Feat", "D_Fake", "D_real"} <= set(records[-1]["losses"])
     assert len(list((tmp_path / "a" / "web" / "images").glob("step_*.png"))) == 2
     assert "step_00000008.png" in (tmp_path / "a" / "web" / "index.html").read_text()
@@ -551,3 +552,42 @@ def test_latent_regression_and_mode_seeking_terms():
         run_config_from_args(parser.parse_args(base + ["--use_vae", "--latent_trains_encoder"]))
     with pytest.raises(SystemExit, match="--lambda_ms must not be negative"):
         run_config_from_args(parser.parse_args(base + ["--use_vae", "--lambda_ms", "-1"]))
+
+
+def test_the_generator_step_computes_no_discriminator_weight_gradients():
+    """With D's weights held fixed in the G step, the G step's losses and G's and E's gradients are
+    the same bit for bit (the official code computes D's weight gradients there too, and zeroes
+    them before the D step reads them), D's weights get none, and they take gradients again after."""
+    import copy
+    from contextlib import nullcontext
+    from itertools import chain
+
+    from spadegan.config import EncoderConfig
+    from spadegan.models import build_networks
+    from spadegan.training.steps import StepNetworks, generator_losses
+
+    torch.manual_seed(0)
+    model = ModelConfig(SemanticsConfig(5, False, False), GeneratorConfig(ngf=4, crop_size=64, z_dim=8, spade_hidden=8),
+                        DiscriminatorConfig(ndf=4, n_layers_D=2, num_D=2), EncoderConfig(ndf=4, num_layers=5, latent_dim=8))
+    networks = build_networks(model)
+    semantics = one_hot(torch.randint(0, 5, (2, 1, 64, 64)), 5, False)
+    real = torch.rand(2, 3, 64, 64) * 2 - 1
+
+    def generator_step(held_fixed: bool):
+        own = copy.deepcopy(networks)  # each step from the same weights and spectral-norm vectors
+        nets = StepNetworks(own.generator, own.discriminator, own.encoder)
+        torch.manual_seed(1)  # the encoder's sample
+        with loop.discriminator_held_fixed(nets.discriminator) if held_fixed else nullcontext():
+            losses, _ = generator_losses(nets, semantics, real, LossConfig(no_vgg_loss=True))
+        sum(losses.values()).backward()
+        return own, losses
+
+    (plain, plain_losses), (fixed, fixed_losses) = generator_step(False), generator_step(True)
+    assert plain_losses.keys() == fixed_losses.keys() == {"KLD", "GAN", "GAN_Feat"}
+    assert all(torch.equal(plain_losses[k], fixed_losses[k]) for k in plain_losses)
+    trained = [(a, b) for a, b in zip(chain(plain.generator.parameters(), plain.encoder.parameters()),
+                                      chain(fixed.generator.parameters(), fixed.encoder.parameters()))]
+    assert all(a.grad is not None for a, _ in trained)
+    assert all(torch.equal(a.grad, b.grad) for a, b in trained)
+    assert all(p.grad is not None for p in plain.discriminator.parameters())
+    assert all(p.grad is None and p.requires_grad for p in fixed.discriminator.parameters())

@@ -55,7 +55,7 @@ class RunLogger:
         if self.writer is not None:
             for name, value in record.get("losses", {}).items():
                 self.writer.add_scalar(f"loss/{name}", value, record["step"])
-            for name in ("lr_G", "lr_D", "seconds_per_iteration"):
+            for name in ("lr_G", "lr_D", "seconds_per_iteration", "cpu_seconds_per_iteration"):
                 if name in record:
                     self.writer.add_scalar(f"train/{name}", record[name], record["step"])
 

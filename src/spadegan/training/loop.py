@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -347,6 +347,23 @@ def out_of_time(deadline: float | None, ctx: Distributed, device: torch.device) 
     return bool(late.item())
 
 
+@contextmanager
+def discriminator_held_fixed(discriminator: nn.Module):
+    """The generator step with D's weights out of autograd. Its loss reaches G through D's input
+    gradients only; the weight gradients the official code also computes there are zeroed
+    before the D step reads them, so leaving them out changes no number and saves their
+    computation (and, under DDP, their all-reduce: the forward runs in ``no_sync``)."""
+    weights = [p for p in discriminator.parameters() if p.requires_grad]
+    for p in weights:
+        p.requires_grad_(False)
+    try:
+        with discriminator.no_sync() if isinstance(discriminator, DistributedDataParallel) else nullcontext():
+            yield
+    finally:
+        for p in weights:
+            p.requires_grad_(True)
+
+
 def _step_functions(model: ModelConfig):
     """The method's two loss functions, ``(nets, semantics, real, loss config)`` → terms: SPADE's
     (hinge GAN, feature matching, VGG, KL) or OASIS's (segmenting D, LabelMix)."""
@@ -498,7 +515,9 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
                                  cfg.batch_size, cfg.seed, meta=palette_meta)
 
     loader_generator = torch.Generator()  # keeps DataLoader seeding off the global RNG (exact resume)
-    started, steps_timed = time.perf_counter(), 0
+    # Wall time, and this process's CPU time (all threads), which time stolen by other tenants of
+    # a shared machine does not inflate.
+    started, started_cpu, steps_timed = time.perf_counter(), time.process_time(), 0
     g_losses: dict[str, torch.Tensor] = {}
     fake: torch.Tensor | None = None  # the latest generator output, for display
     while epoch <= total_epochs and step < total_steps:
@@ -523,7 +542,7 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
 
             # -- generator step (official order: G, then D)
             if batch_index % cfg.D_steps_per_G == 0:
-                with autocast:
+                with autocast, discriminator_held_fixed(discriminator):
                     g_losses, fake = generator_losses(nets, semantics, real, run.loss)
                 _check_finite(g_losses, step, ctx, checkpoints_dir)
                 # Gradients stay allocated between steps, zeroed (0 + g is g exactly), as the official
@@ -554,12 +573,13 @@ def _train(run: RunConfig, ctx: Distributed, device: torch.device, resume: bool,
 
             # -- bookkeeping: log, show, save
             if due(step, cfg.print_freq, cfg.batch_size) or step == total_steps:
-                elapsed = time.perf_counter() - started
+                elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
                 losses = {k: float(v.detach().float().mean()) for k, v in {**g_losses, **d_losses}.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
                 logger.log({"step": step, "epoch": epoch, "images": step * cfg.batch_size, "losses": losses,
-                            "lr_G": lr_g, "lr_D": lr_d, "seconds_per_iteration": elapsed / max(1, steps_timed)})
-                started, steps_timed = time.perf_counter(), 0
+                            "lr_G": lr_g, "lr_D": lr_d, "seconds_per_iteration": elapsed / max(1, steps_timed),
+                            "cpu_seconds_per_iteration": elapsed_cpu / max(1, steps_timed)})
+                started, started_cpu, steps_timed = time.perf_counter(), time.process_time(), 0
             if due(step, cfg.display_freq, cfg.batch_size) and ctx.is_main and fake is not None:
                 columns = {"synthesized": fake.detach()}
                 if ema is not None:

@@ -110,7 +110,8 @@ def discriminator_losses(nets: StepNetworks, semantics: torch.Tensor, real: torc
     """The discriminator's loss terms on a fake made without gradients (official)."""
     with torch.no_grad():
         fake, _, _ = generate(nets, semantics, real, with_kld=False, lambda_kld=config.lambda_kld)
-    fake = fake.detach().requires_grad_()
+    # The official code also marks the fake as requiring a gradient, which nothing reads: D's
+    # first layer would compute an input gradient for nothing.
     pred_fake, pred_real = discriminate(nets.discriminator, semantics, fake, real)
     return {"D_Fake": gan_loss(pred_fake, False, for_discriminator=True, mode=config.gan_mode).mean(),
             "D_real": gan_loss(pred_real, True, for_discriminator=True, mode=config.gan_mode).mean()}
