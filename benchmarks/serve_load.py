@@ -3,7 +3,8 @@
     python benchmarks/serve_load.py --checkpoint FOLDER --clients 16 --seconds 20
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --pid PID --clients 16 --seconds 20
 
-Without ``--url`` it starts ``spadegan serve`` in a subprocess on a free port (and stops it after).
+Without ``--url`` it starts ``spadegan serve`` in a subprocess on a free port (and stops it after),
+as the ``spadegan`` command starts (``SPADE_ALLOCATOR=system`` in the environment: on glibc).
 Each client posts label maps (procedural landscapes for COCO-Stuff models, random blocks of the
 model's classes otherwise) with random seeds, one request after another. A probe asks for
 ``/api/status`` twice a second meanwhile: its latency shows whether the server keeps answering
@@ -43,7 +44,8 @@ def free_port() -> int:
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "spadegan.cli", "serve", "--port", str(port), "--gpu_ids", args.gpu_ids,
+    # As the spadegan command starts (on tcmalloc where it is installed; SPADE_ALLOCATOR=system: glibc).
+    command = [sys.executable, "-m", "spadegan", "serve", "--port", str(port), "--gpu_ids", args.gpu_ids,
                "--max_batch", str(args.max_batch), "--max_waiting", str(args.max_waiting)]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
