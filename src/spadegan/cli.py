@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import __version__
-from .memory import keep_freed_memory
+from .memory import allocator_in_use, keep_freed_memory
 from .synthesize import MAX_INPUT_PIXELS
 
 if TYPE_CHECKING:
@@ -370,7 +370,8 @@ def add_allowed_hosts_argument(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spadegan", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--version", action="version", version=f"spadegan {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"spadegan {__version__} (torch {torch.__version__}, allocator: {allocator_in_use()})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synthesize", help="turn label maps into images",
@@ -612,8 +613,8 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # first: --version reports it
     args = accept_both_spellings(build_parser()).parse_args(argv)
-    keep_freed_memory()
     return args.run(args)
 
 

@@ -86,6 +86,15 @@ def release_freed_memory() -> None:
         ctypes.CDLL(None).MallocExtension_ReleaseFreeMemory()
 
 
+def allocator_in_use() -> str:
+    """What serves this process's memory, in words (``spadegan --version`` reports it)."""
+    if tcmalloc_loaded():
+        return "tcmalloc"
+    if _applied:
+        return "glibc, freed memory kept"
+    return "glibc" if _glibc() is not None else "the system's"
+
+
 def tcmalloc_library() -> str | None:
     """The tcmalloc library the dynamic loader would find, or None (not installed, not Linux)."""
     if not sys.platform.startswith("linux"):
