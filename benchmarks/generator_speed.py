@@ -29,7 +29,6 @@ path, in this process.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import multiprocessing
 import os
@@ -40,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from spadegan.export import prepare_for_inference
 from spadegan.models import build_networks
 from spadegan.nn.generator import SPADEGenerator
 from spadegan.inference import keep_one_weight_copy
+from spadegan.memory import preferred_allocator_library
 from spadegan.nn.prepacked import set_compute_dtype
 from spadegan.semantics import build_semantics
 from spadegan.training.steps import StepNetworks, discriminator_losses, generator_losses
@@ -243,34 +244,6 @@ def path_worker(path: str, generator_kwargs: dict, weights: str, threads: int, c
                 return
 
 
-def preferred_allocator() -> str | None:
-    """The library the spadegan command preloads (``spadegan.memory.start_with_preferred_allocator``)."""
-    from spadegan import memory
-
-    if os.environ.get("SPADE_ALLOCATOR", "tcmalloc") == "system" or os.environ.get("LD_PRELOAD"):
-        return None
-    return memory.tcmalloc_library()
-
-
-@contextlib.contextmanager
-def environment(**values: str | None):
-    """``os.environ`` with ``values`` set (None: removed) for the duration of the block."""
-    saved = {name: os.environ.get(name) for name in values}
-    for name, value in values.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def peak_rss() -> int:
     """This process's peak resident memory in bytes. Linux's ``VmHWM``, which starts afresh at
     exec (``ru_maxrss`` carries over the peak of the process that forked it)."""
@@ -304,8 +277,11 @@ def time_paths(config: Config, generator: SPADEGenerator, paths: list[str], repe
             process = context.Process(target=path_worker, args=(path, kwargs, weights, threads, theirs))
             # A spawned worker cannot start itself again; it is started as the spadegan command
             # would have started it.
-            preload = preferred_allocator() if PATHS[path][3] else None
-            with environment(LD_PRELOAD=preload):
+            preload = preferred_allocator_library() if PATHS[path][3] else None
+            with mock.patch.dict(os.environ):  # restored after the start
+                os.environ.pop("LD_PRELOAD", None)
+                if preload:
+                    os.environ["LD_PRELOAD"] = preload
                 process.start()
             workers[path] = (process, ours)
         results = []
@@ -408,7 +384,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    tcmalloc = preferred_allocator() is not None
+    tcmalloc = preferred_allocator_library() is not None
     paths = (["reference", "fast"] + ["fast, glibc kept"] * tcmalloc + ["reference, memory kept"] * args.same_allocator
              + ["fast, bf16 convs"] * args.bf16)
 

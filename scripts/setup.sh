@@ -28,18 +28,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The compiled kernel of the fast SPADE path (optional: without a compiler the PyTorch path runs).
   .venv/bin/python -m spadegan.nn.kernels || true
   # tcmalloc, which the spadegan command starts with where it is installed (spadegan.memory:
-  # training keeps its peak below the reference path's with it): installed where it is missing and
-  # apt can (as root or with password-less sudo); without it, glibc's malloc is used.
-  if ! .venv/bin/python -c 'import sys, spadegan.memory as m; sys.exit(m.tcmalloc_library() is None)' \
-      && command -v apt-get >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then as_root=""; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root="-"; fi
-    if [ "$as_root" != "-" ]; then
-      echo "installing tcmalloc (libtcmalloc-minimal4)..."
-      { $as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq libtcmalloc-minimal4; } \
-        >/dev/null 2>&1 || echo "could not install libtcmalloc-minimal4: spadegan runs with glibc's malloc" >&2
-    else
-      echo "spadegan runs faster in less memory with tcmalloc: apt-get install libtcmalloc-minimal4" >&2
-    fi
+  # training keeps its peak below the reference path's with it); without it, glibc's malloc is used.
+  if ! .venv/bin/python -c 'import sys, spadegan.memory as m; sys.exit(m.tcmalloc_library() is None)'; then
+    status=0
+    bash scripts/apt_install.sh "the spadegan command" libtcmalloc-minimal4 || status=$?
+    case $status in
+      1) echo "could not install libtcmalloc-minimal4: spadegan runs with glibc's malloc" >&2 ;;
+      2) echo "spadegan runs faster in less memory with tcmalloc: apt-get install libtcmalloc-minimal4" >&2 ;;
+    esac
   fi
   echo "$want" > "$stamp"
 fi

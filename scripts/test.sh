@@ -6,14 +6,9 @@ bash scripts/setup.sh
 # The web demo's browser test drives Debian's chromium through Playwright (which never downloads a
 # browser here): install it where it is missing and apt can (as root or with password-less sudo).
 # Without a chromium that test skips and says why.
-if [ -z "${SPADE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
-    && command -v apt-get >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then as_root=""; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root="-"; fi
-  if [ "$as_root" != "-" ]; then
-    echo "installing chromium for tests/test_serve_browser.py..."
-    { $as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium; } \
-      >/dev/null 2>&1 || echo "could not install chromium: the browser test will skip" >&2
-  fi
+if [ -z "${SPADE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  bash scripts/apt_install.sh tests/test_serve_browser.py chromium \
+    || [ $? = 2 ] || echo "could not install chromium: the browser test will skip" >&2
 fi
 # The numeric tests once more as a CPU limited to AVX2 computes them (every bound must hold on
 # other CPUs, with 10× margin: scripts/numeric_isa.py runs any other setting too); skipped when

@@ -110,19 +110,25 @@ def tcmalloc_loaded() -> bool:
         return False
 
 
-def start_with_preferred_allocator() -> None:
-    """Run this process again, from the start, with tcmalloc preloaded, where it is installed and
-    neither ``SPADE_ALLOCATOR=system`` nor an ``LD_PRELOAD`` of the user's own says otherwise. For
-    a command's entry point, before anything has run: ``os.execve`` replaces the process (same
-    PID, same arguments and open files) and does not return; otherwise this returns and the
-    process goes on with the system's malloc."""
+def preferred_allocator_library() -> str | None:
+    """The library the ``spadegan`` command starts with: tcmalloc where it is installed, unless
+    ``SPADE_ALLOCATOR=system`` or an ``LD_PRELOAD`` of the user's own says otherwise; None for the
+    process as started."""
     choice = os.environ.get("SPADE_ALLOCATOR", "tcmalloc")
     if choice not in ("tcmalloc", "system"):
         raise SystemExit(f"SPADE_ALLOCATOR={choice}: expected tcmalloc (the default) or system")
-    if choice == "system" or os.environ.get("LD_PRELOAD") or tcmalloc_loaded():
-        return
-    library = tcmalloc_library()
-    if library is None:
+    if choice == "system" or os.environ.get("LD_PRELOAD"):
+        return None
+    return tcmalloc_library()
+
+
+def start_with_preferred_allocator() -> None:
+    """Run this process again, from the start, with ``preferred_allocator_library()`` preloaded.
+    For a command's entry point, before anything has run: ``os.execve`` replaces the process
+    (same PID, same arguments and open files) and does not return; where there is nothing to
+    preload, or it is loaded already, this returns and the process goes on as started."""
+    library = preferred_allocator_library()
+    if library is None or tcmalloc_loaded():
         return
     sys.stdout.flush()
     sys.stderr.flush()
