@@ -18,8 +18,8 @@ from spadegan.nn.generator import SPADEGenerator
 from spadegan.nn.spade import SPADE
 from spadegan.semantics import build_semantics
 
-from conftest import (FLOAT32_REL, FLOAT64_REL, assert_same_outputs_and_gradients, check_error, forward_and_backward,
-                      max_abs_diff, random_label_maps, tiny_spade_generator)
+from conftest import (FLOAT32_REL, FLOAT64_REL, U_FLOAT32, assert_same_outputs_and_gradients, check_error,
+                      forward_and_backward, max_abs_diff, random_label_maps, tiny_spade_generator)
 
 pytestmark = pytest.mark.numeric
 
@@ -311,6 +311,69 @@ def test_compiled_kernel_fuses_the_leaky_relu_exactly():
     assert torch.equal(kernels.modulate(x, rows, pixel_row, mean), expected)
     assert torch.equal(kernels.modulate(x, rows, pixel_row, mean, 0.2), F.leaky_relu(expected, 0.2))
     assert (expected < 0).any() and (expected > 0).any()
+
+
+@pytest.mark.parametrize("negative_slope", [0.2, None])
+def test_compiled_training_kernel_equals_the_pytorch_ops(negative_slope, monkeypatch):
+    """The channel-major kernel (training) against PyTorch's ops on the same rows, forward and
+    backward, with worst-case rounding bounds (M = |x·s| + |t|): the kernel rounds x·s + t twice
+    (product, then sum), within (2u + u²)·M of the exact value, where addcmul rounds once (u·M);
+    the leaky ReLU's product with the slope (< 1) rounds once more in each, within u·slope·M·(1 + 3u):
+    together under 4u·M. The input gradient is the same product g·s in both. A row's gradient
+    sums its m pixels' terms in another order (runs of pixels first), and any order is within
+    γ_m·Σ|terms| of the exact sum (γ_m = m·u / (1 − m·u); Higham, Accuracy and Stability of
+    Numerical Algorithms, Eq. 3.5), so the two differ by at most twice that."""
+    from spadegan.nn import kernels
+    from spadegan.nn.fast_spade import modulate_rows
+
+    if kernels.load() is None:
+        pytest.skip("the compiled SPADE kernel is not built (python -m spadegan.nn.kernels)")
+    g = torch.Generator().manual_seed(2)
+    n, channels, h, w, num_rows = 2, 6, 12, 10, 9
+    # Runs of one row along each line (regions), single pixels (boundaries), rows nobody takes.
+    pixel_row = torch.randint(0, num_rows - 2, (n, h, w // 5), generator=g).repeat_interleave(5, dim=2)
+    pixel_row[:, ::3, 3] = num_rows - 2
+    pixel_row = pixel_row.reshape(-1)
+    centred = torch.randn(n, channels, h, w, generator=g, requires_grad=True)
+    rows = torch.randn(num_rows, 2 * channels, generator=g, requires_grad=True)
+    upstream = torch.randn(n, channels, h, w, generator=g)
+    calls = []
+    real_forward, real_backward = kernels.modulate_planes, kernels.modulate_planes_backward
+    monkeypatch.setattr(kernels, "modulate_planes", lambda *a: calls.append("forward") or real_forward(*a))
+    monkeypatch.setattr(kernels, "modulate_planes_backward", lambda *a: calls.append("backward") or real_backward(*a))
+    compiled = modulate_rows(centred, rows, pixel_row, negative_slope)
+    compiled_grads = torch.autograd.grad(compiled, (centred, rows), upstream)
+    with torch.no_grad():
+        compiled_no_grad = modulate_rows(centred, rows, pixel_row, negative_slope)
+    assert calls == ["forward", "backward", "forward"]
+    monkeypatch.setattr(kernels, "planes_usable", lambda *a: False)
+    ops = modulate_rows(centred, rows, pixel_row, negative_slope)
+    ops_grads = torch.autograd.grad(ops, (centred, rows), upstream)
+    assert len(calls) == 3
+
+    u = U_FLOAT32
+    compiled, compiled_no_grad, ops = compiled.detach(), compiled_no_grad.detach(), ops.detach()
+    per_pixel = rows.detach().double()[pixel_row].view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    scale, shift = per_pixel[:, :channels], per_pixel[:, channels:]
+    magnitude = (centred.detach().double() * scale).abs() + shift.abs()
+    assert torch.equal(compiled, compiled_no_grad)
+    check_error("image", float(((compiled.double() - ops.double()).abs() / magnitude).max()), 4 * u, worst_case=True)
+    assert torch.equal(compiled_grads[0], ops_grads[0])
+    # The terms each row's gradient sums, and how many: g'·x for the scales, g' for the shifts.
+    activated = upstream.double()
+    if negative_slope is not None:
+        activated = torch.where(ops > 0, activated, activated * negative_slope)
+    terms = torch.cat([activated * centred.detach().double(), activated], dim=1)
+    index = pixel_row.view(n, 1, h * w).expand(n, 2 * channels, h * w)
+    absolute = torch.zeros(n, 2 * channels, num_rows, dtype=torch.float64).scatter_add_(
+        2, index, terms.abs().reshape(n, 2 * channels, -1)).sum(0).t()
+    pixels = torch.bincount(pixel_row, minlength=num_rows).double()[:, None]
+    gamma = pixels * u / (1 - pixels * u)
+    error = (compiled_grads[1].double() - ops_grads[1].double()).abs()
+    assert bool((error[pixels[:, 0] == 0] == 0).all())  # rows nobody takes get exactly 0
+    taken = pixels[:, 0] > 0
+    check_error("row gradients", float((error[taken] / (2 * gamma[taken] * absolute[taken])).max()), 1.0,
+                worst_case=True)
 
 
 @pytest.mark.parametrize("upsample", [True, False])

@@ -171,10 +171,13 @@ def _distinct_patterns(neighbour_rows, boundary_index, b_n, b_y, b_x, n, h, w, k
 
     mlp_shared's activation at a pixel depends only on the 3×3 pattern of keys around it, so it
     is computed once per distinct pattern u; then Y[o, u] = W_o · actv_u for each offset o (row
-    o·U + u), and a boundary pixel's γ|β is the sum of 9 rows of Y (an embedding sum). Worth it when the
-    patterns are far fewer than the boundary pixels (3·U < B, where it does less work); else returns Nones and
-    the patches are gathered. Patterns get exact integer keys: each row of 3 keys packed, the
-    distinct rows numbered, then the 3 row numbers packed.
+    o·U + u), and a boundary pixel's γ|β is the sum of 9 rows of Y (an embedding sum). Its
+    products cost U/B of the gathered patches' (9·U rows of hidden against B rows of 9·hidden),
+    but numbering the patterns and contexts and summing the bags cost too, which the smallest
+    maps do not repay: it is taken where the patterns number under two-thirds of the boundary
+    pixels (3·U < 2·B; docs/performance.md), else returns Nones and the patches are gathered.
+    Patterns get exact integer keys: each row of 3 keys packed, the distinct rows numbered, then
+    the 3 row numbers packed.
 
     The sum is then made once per distinct *context*, the 9 rows a boundary pixel sums (its 5×5
     neighbourhood of keys, the image border included): boundary pixels share few of them (a
@@ -208,7 +211,7 @@ def _distinct_patterns(neighbour_rows, boundary_index, b_n, b_y, b_x, n, h, w, k
     pattern_keys = (row_ids * torch.tensor([r * r, r, 1], device=device)).sum(-1)
     patterns, pattern_of_needed = torch.unique(pattern_keys, return_inverse=True)
     u = patterns.numel()
-    if 3 * u >= boundary_index.numel():
+    if 3 * u >= 2 * boundary_index.numel():
         return none
     # One representative pixel per pattern: the first pixel that has it.
     first = torch.full((u,), needed_index.numel(), dtype=torch.long, device=device)
@@ -517,21 +520,34 @@ class _ModulateRows(torch.autograd.Function):
     spread maps, ``addcmul`` and ``leaky_relu``, but what is kept for the backward pass is
     ``centred``, the output (which the next convolution keeps anyway) and the scale rows when
     they are fewer than the pixels (the scale map is spread from them again there), not the
-    spread scale map and the output before the ReLU (whose sign is the output's)."""
+    spread scale map and the output before the ReLU (whose sign is the output's). Where the
+    compiled kernel applies, forward and backward are one pass each over the planes, and no map
+    is spread."""
 
     @staticmethod
     def forward(ctx, centred, rows, pixel_row, negative_slope):
         n, channels, h, w = centred.shape
+        ctx.negative_slope, ctx.num_rows = negative_slope, rows.shape[0]
+        ctx.compiled = kernels.planes_usable(centred, rows)
+        if ctx.compiled:
+            rows_t = rows.t().contiguous()
+            out = kernels.modulate_planes(centred, rows_t, pixel_row, negative_slope)
+            ctx.save_for_backward(centred, rows_t[:channels], pixel_row, out if negative_slope is not None else None)
+            return out
         out, scale = _modulated(centred, rows, pixel_row, negative_slope)
         kept_scale = rows[:, :channels].contiguous() if rows.shape[0] < n * h * w else scale
         ctx.save_for_backward(centred, kept_scale, pixel_row, out if negative_slope is not None else None)
-        ctx.negative_slope, ctx.num_rows = negative_slope, rows.shape[0]
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         centred, scale, pixel_row, out = ctx.saved_tensors
+        if ctx.compiled:
+            grad_centred, grad_rows_t = kernels.modulate_planes_backward(
+                grad, centred, scale, pixel_row, out, ctx.negative_slope, ctx.needs_input_grad[0],
+                ctx.needs_input_grad[1])
+            return grad_centred, (None if grad_rows_t is None else grad_rows_t.t()), None, None
         n, channels, h, w = centred.shape
         if out is not None:
             grad = torch.ops.aten.leaky_relu_backward(grad, out, ctx.negative_slope, True)
@@ -554,6 +570,8 @@ def modulate_rows(centred: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Te
     (N × C × H × W), differentiable in ``centred`` and ``rows`` (:class:`_ModulateRows`)."""
     if torch.is_grad_enabled() and (centred.requires_grad or rows.requires_grad):
         return _ModulateRows.apply(centred, rows, pixel_row, negative_slope)
+    if kernels.planes_usable(centred, rows):
+        return kernels.modulate_planes(centred, rows.t().contiguous(), pixel_row, negative_slope)
     return _modulated(centred, rows, pixel_row, negative_slope)[0]
 
 
@@ -682,8 +700,11 @@ class _GammaBetaProduct(torch.autograd.Function):
                 grad_x = grad_x.to(x_dtype)
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
             operand = (x if patch_index is None else _patches(x, patch_index, n, h, w)).to(compute)
-            if mode == "offsets":  # block o: xᵀ · (gradient of the offset-o rows)
-                grad_matrix = torch.matmul(operand.t(), grad_out.view(9, -1, grad_out.shape[1])).view(9 * hidden, -1)
+            if mode == "offsets":  # block o: xᵀ · (gradient of the offset-o rows), one product per offset
+                # (a batched product of the transposed view: torch.matmul would copy the gradient
+                # into a transposed layout first)
+                per_offset = grad_out.view(9, -1, grad_out.shape[1])
+                grad_matrix = torch.bmm(operand.t().expand(9, -1, -1), per_offset).view(9 * hidden, -1)
             else:
                 grad_matrix = operand.t() @ grad_out
             del operand

@@ -4,9 +4,11 @@
 (``csrc/modulate.cpp``), with the leaky ReLU that follows in a residual block when asked.
 It is built with ``torch.utils.cpp_extension`` by the set-up
 (``python -m spadegan.nn.kernels``) into ``$SPADE_KERNELS_DIR`` (default: ``build/kernels`` beside
-the package's source tree, else the user cache). It is used for inference only (no gradients),
-on float32 channels-last CPU tensors; everywhere else, and whenever it is not built, the
-PyTorch ops compute the same thing (tests hold them equal). ``SPADE_KERNELS=0`` turns it off.
+the package's source tree, else the user cache). Inference runs it on float32 channels-last CPU
+tensors (``modulate``, ``modulate_pair``); training on float32 channel-major ones, with its
+backward pass (``modulate_planes``, ``modulate_planes_backward``). Everywhere else, and whenever
+it is not built, the PyTorch ops compute the same thing (tests hold them equal).
+``SPADE_KERNELS=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def load(build: bool = False, verbose: bool = False):
 
         directory.mkdir(parents=True, exist_ok=True)
         _module = load_extension(name="spade_kernels", sources=[str(_SOURCE)], build_directory=str(directory),
-                                 extra_cflags=["-O3"], verbose=verbose)
+                                 extra_cflags=["-O3", "-fopenmp"], verbose=verbose)
     except Exception as error:  # no compiler, no ninja: the PyTorch path stays
         if build:
             print(f"spadegan: the compiled SPADE kernel did not build ({error}); the PyTorch path is used",
@@ -66,6 +68,33 @@ def usable(x: torch.Tensor, rows: torch.Tensor | None = None) -> bool:
     if not x.is_contiguous(memory_format=torch.channels_last):
         return False
     return load() is not None
+
+
+def planes_usable(x: torch.Tensor, rows: torch.Tensor) -> bool:
+    """Whether the channel-major kernels apply (with or without autograd): CPU, float32, x
+    contiguous NCHW, built."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or rows.dtype != torch.float32:
+        return False
+    return x.is_contiguous() and load() is not None
+
+
+def modulate_planes(x: torch.Tensor, rows_t: torch.Tensor, pixel_row: torch.Tensor,
+                    negative_slope: float | None = None) -> torch.Tensor:
+    """``x·s + t`` per pixel (channel-major x, contiguous NCHW), from the transposed row table
+    ``rows_t`` (2C × R: the scales of channel c in row c, its shifts in row C + c), then a leaky
+    ReLU when a slope is given."""
+    return load().modulate_planes(x, rows_t, pixel_row, negative_slope)
+
+
+def modulate_planes_backward(grad: torch.Tensor, x: torch.Tensor, scale_t: torch.Tensor, pixel_row: torch.Tensor,
+                             out: torch.Tensor | None, negative_slope: float | None, need_x: bool,
+                             need_rows: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The gradients of :func:`modulate_planes` with respect to x and to ``rows_t`` (2C × R),
+    None where not needed. ``scale_t``: the first C rows of ``rows_t``; ``out``: the output,
+    whose sign the leaky ReLU's backward pass reads (None without a slope)."""
+    grad_x, grad_rows_t = load().modulate_planes_backward(grad, x, scale_t, pixel_row, out, negative_slope,
+                                                          need_x, need_rows)
+    return (grad_x if need_x else None), (grad_rows_t if need_rows else None)
 
 
 def modulate(x: torch.Tensor, rows: torch.Tensor, pixel_row: torch.Tensor, mean: torch.Tensor | None,

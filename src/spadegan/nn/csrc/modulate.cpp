@@ -1,14 +1,17 @@
-// Fused SPADE modulation for inference on the CPU (see spade/nn/kernels.py):
+// Fused SPADE modulation on the CPU (see spadegan/nn/kernels.py):
 //   out[p, c] = (x[p, c] - mean[c]) * rows[r(p), c] + rows[r(p), C + c]
-// x and out channels-last (pixel-major), rows (R x 2C) the per-class and boundary [s | t] rows,
-// r(p) = pixel_row[p]. One read of x, one write of out, the rows from cache: PyTorch would first
-// spread the rows over the pixels (N·H·W x 2C written and read again) and then modulate.
-// With negative_slope, the leaky ReLU that follows the layer in a residual block (Fig. 4) is
-// applied in the same pass, as PyTorch's leaky_relu computes it (v > 0 ? v : v * slope).
+// rows (R x 2C) are the per-class and boundary [s | t] rows, r(p) = pixel_row[p]. One read of x,
+// one write of out, the rows from cache: PyTorch would first spread the rows over the pixels
+// (N·H·W x 2C written and read again) and then modulate. With negative_slope, the leaky ReLU that
+// follows the layer in a residual block (Fig. 4) is applied in the same pass, as PyTorch's
+// leaky_relu computes it (v > 0 ? v : v * slope).
+// Inference runs channels-last (modulate, modulate_pair); training runs channel-major, one
+// (image, channel) plane at a time, with its backward pass (modulate_planes, ..._backward).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <vector>
 
 // The pixel loop is compiled for AVX2 and for the baseline, chosen at run time where the
 // compiler and loader support it (GCC/Clang on x86-64 Linux), so a build runs on any x86-64 CPU.
@@ -173,7 +176,171 @@ std::vector<torch::Tensor> modulate_pair(torch::Tensor x, bool upsample, torch::
   return {out_a, out_b};
 }
 
+// The channel-major form for training (x contiguous NCHW, the layout the training convs keep):
+// one task per (image, channel) plane, which reads the plane's scale and shift from one row each of
+// the transposed table rows_t (2C x R: row c the scales of channel c, row C + c its shifts), so the
+// R values it looks up stay in cache. out = x * s + t, then the leaky ReLU: the arithmetic of
+// PyTorch's addcmul and leaky_relu, bit for bit.
+SPADE_CLONES
+static void modulate_plane(const float* __restrict__ x, const float* __restrict__ scale,
+                           const float* __restrict__ shift, const int64_t* __restrict__ index,
+                           float* __restrict__ out, int64_t pixels, bool activate, float slope) {
+  // Runs of pixels that take the same row (a region's interior along a line) share s and t.
+  for (int64_t p = 0; p < pixels;) {
+    const int64_t row = index[p];
+    int64_t end = p + 1;
+    while (end < pixels && index[end] == row) ++end;
+    const float s = scale[row], t = shift[row];
+    if (activate) {
+      for (int64_t i = p; i < end; ++i) {
+        const float v = x[i] * s + t;
+        out[i] = std::max(v, 0.f) + slope * std::min(v, 0.f);
+      }
+    } else {
+      for (int64_t i = p; i < end; ++i) out[i] = x[i] * s + t;
+    }
+    p = end;
+  }
+}
+
+// One plane of the backward pass: g = the gradient after the leaky ReLU's backward (kActivate),
+// grad_x = g·s (kGradX), and each row's sums of g·x and of g added into sum_scale and sum_shift
+// (kSums). A run of pixels with one row is summed as a vectorized reduction, then added to the
+// row once: the rows' sums are not a chain of dependent additions through memory, which pixel
+// after pixel of one region would make them.
+template <bool kActivate, bool kGradX, bool kSums>
+SPADE_CLONES
+static void modulate_plane_backward(const float* __restrict__ grad, const float* __restrict__ x,
+                                    const float* __restrict__ out, const float* __restrict__ scale,
+                                    const int64_t* __restrict__ index, float* __restrict__ grad_x,
+                                    float* __restrict__ sum_scale, float* __restrict__ sum_shift,
+                                    int64_t pixels, float slope) {
+  for (int64_t p = 0; p < pixels;) {
+    const int64_t row = index[p];
+    int64_t end = p + 1;
+    while (end < pixels && index[end] == row) ++end;
+    const float s = scale[row];
+    float run_scale = 0.f, run_shift = 0.f;
+#pragma omp simd reduction(+ : run_scale, run_shift)
+    for (int64_t i = p; i < end; ++i) {
+      float g = grad[i];
+      if (kActivate) g = out[i] > 0.f ? g : g * slope;
+      if (kGradX) grad_x[i] = g * s;
+      if (kSums) {
+        run_scale += g * x[i];
+        run_shift += g;
+      }
+    }
+    if (kSums) {
+      sum_scale[row] += run_scale;
+      sum_shift[row] += run_shift;
+    }
+    p = end;
+  }
+}
+
+template <bool kActivate>
+static void modulate_plane_backward_for(bool grad_x, bool sums, const float* grad, const float* x, const float* out,
+                                        const float* scale, const int64_t* index, float* gx, float* sum_scale,
+                                        float* sum_shift, int64_t pixels, float slope) {
+  if (grad_x && sums) {
+    modulate_plane_backward<kActivate, true, true>(grad, x, out, scale, index, gx, sum_scale, sum_shift, pixels, slope);
+  } else if (grad_x) {
+    modulate_plane_backward<kActivate, true, false>(grad, x, out, scale, index, gx, sum_scale, sum_shift, pixels, slope);
+  } else if (sums) {
+    modulate_plane_backward<kActivate, false, true>(grad, x, out, scale, index, gx, sum_scale, sum_shift, pixels, slope);
+  }
+}
+
+static void check_planes(const torch::Tensor& x, const torch::Tensor& rows_t, const torch::Tensor& pixel_row) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && !x.is_cuda() && x.is_contiguous(),
+              "x: contiguous CPU float32 NCHW");
+  TORCH_CHECK(rows_t.dim() == 2 && rows_t.is_contiguous() && rows_t.scalar_type() == torch::kFloat,
+              "rows_t: contiguous float32 (2C or C) x R");
+  TORCH_CHECK(pixel_row.is_contiguous() && pixel_row.scalar_type() == torch::kLong &&
+              pixel_row.numel() == x.size(0) * x.size(2) * x.size(3), "pixel_row: one int64 per pixel");
+}
+
+torch::Tensor modulate_planes(torch::Tensor x, torch::Tensor rows_t, torch::Tensor pixel_row,
+                              c10::optional<double> negative_slope) {
+  check_planes(x, rows_t, pixel_row);
+  const int64_t n = x.size(0), channels = x.size(1), pixels = x.size(2) * x.size(3);
+  TORCH_CHECK(rows_t.size(0) == 2 * channels, "rows_t: 2C x R");
+  const int64_t num_rows = rows_t.size(1);
+  auto out = torch::empty_like(x, at::MemoryFormat::Contiguous);
+  const float* xs = x.data_ptr<float>();
+  const float* table = rows_t.data_ptr<float>();
+  const int64_t* index = pixel_row.data_ptr<int64_t>();
+  float* os = out.data_ptr<float>();
+  const bool activate = negative_slope.has_value();
+  const float slope = activate ? static_cast<float>(*negative_slope) : 0.f;
+  at::parallel_for(0, n * channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t image = plane / channels, c = plane % channels;
+      modulate_plane(xs + plane * pixels, table + c * num_rows, table + (channels + c) * num_rows,
+                     index + image * pixels, os + plane * pixels, pixels, activate, slope);
+    }
+  });
+  return out;
+}
+
+// The backward pass of modulate_planes. With g the incoming gradient, after the leaky ReLU's
+// backward (g where out > 0, else g * slope, as PyTorch's leaky_relu_backward on the result):
+//   grad_x[p] = g[p] * s[r(p)]                       (when need_x)
+//   grad_rows_t[c, r] = sum over p with r(p) = r of g[p] * x[p],  grad_rows_t[C + c, r] = ... of g[p]
+// (when need_rows). One task per channel, so that no two tasks add into the same row.
+std::vector<torch::Tensor> modulate_planes_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor scale_t,
+                                                    torch::Tensor pixel_row, c10::optional<torch::Tensor> out,
+                                                    c10::optional<double> negative_slope, bool need_x,
+                                                    bool need_rows) {
+  check_planes(x, scale_t, pixel_row);
+  const int64_t n = x.size(0), channels = x.size(1), pixels = x.size(2) * x.size(3);
+  TORCH_CHECK(scale_t.size(0) == channels, "scale_t: C x R");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "grad: the shape of x");
+  TORCH_CHECK(out.has_value() == negative_slope.has_value(), "out and negative_slope come together");
+  const int64_t num_rows = scale_t.size(1);
+  auto grad_c = grad.contiguous();
+  torch::Tensor out_c;
+  const float* os = nullptr;
+  if (out.has_value()) {
+    out_c = out->contiguous();
+    TORCH_CHECK(out_c.sizes() == x.sizes() && out_c.scalar_type() == torch::kFloat, "out: the shape of x");
+    os = out_c.data_ptr<float>();
+  }
+  const float slope = negative_slope.has_value() ? static_cast<float>(*negative_slope) : 1.f;
+  torch::Tensor grad_x = need_x ? torch::empty_like(x, at::MemoryFormat::Contiguous) : torch::Tensor();
+  torch::Tensor grad_rows_t = need_rows ? torch::zeros({2 * channels, num_rows}, x.options()) : torch::Tensor();
+  const float* gs = grad_c.data_ptr<float>();
+  const float* xs = x.data_ptr<float>();
+  const float* table = scale_t.data_ptr<float>();
+  const int64_t* index = pixel_row.data_ptr<int64_t>();
+  float* gx = need_x ? grad_x.data_ptr<float>() : nullptr;
+  float* gr = need_rows ? grad_rows_t.data_ptr<float>() : nullptr;
+  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      for (int64_t image = 0; image < n; ++image) {
+        const int64_t plane = (image * channels + c) * pixels;
+        float* sum_scale = gr ? gr + c * num_rows : nullptr;
+        float* sum_shift = gr ? gr + (channels + c) * num_rows : nullptr;
+        float* plane_gx = gx ? gx + plane : nullptr;
+        const float* scale = table + c * num_rows;
+        const int64_t* rows_of = index + image * pixels;
+        if (os) {
+          modulate_plane_backward_for<true>(need_x, need_rows, gs + plane, xs + plane, os + plane, scale, rows_of,
+                                            plane_gx, sum_scale, sum_shift, pixels, slope);
+        } else {
+          modulate_plane_backward_for<false>(need_x, need_rows, gs + plane, xs + plane, nullptr, scale, rows_of,
+                                             plane_gx, sum_scale, sum_shift, pixels, slope);
+        }
+      }
+    }
+  });
+  return {grad_x, grad_rows_t};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("modulate", &modulate, "fused SPADE modulation (CPU, channels-last)");
+  m.def("modulate_planes", &modulate_planes, "fused SPADE modulation (CPU, channel-major, for training)");
+  m.def("modulate_planes_backward", &modulate_planes_backward, "the backward pass of modulate_planes");
   m.def("modulate_pair", &modulate_pair, "two SPADE modulations of one (optionally 2x upsampled) input");
 }
