@@ -33,6 +33,14 @@ def build_dir() -> Path:
     return Path.home() / ".cache" / "spadegan" / "kernels"
 
 
+# The kernels run on OpenMP threads (at::parallel_for) where the compiler has OpenMP: compiled with
+# -fopenmp but linked to no OpenMP library, so that their calls bind to the runtime torch has
+# loaded (one thread pool, torch's thread count). Where that does not build (a compiler without
+# OpenMP, a linker that wants every symbol resolved), the same source builds without it, on one
+# thread. Each flavour has a folder of its own (cpp_extension keeps one build file per folder).
+_FLAVOURS = (("spade_kernels", ["-O3", "-fopenmp"]), ("spade_kernels_serial", ["-O3"]))
+
+
 def load(build: bool = False, verbose: bool = False):
     """The compiled module, or None. Builds it only when ``build`` (the set-up does); otherwise
     loads a build that is already there."""
@@ -42,21 +50,24 @@ def load(build: bool = False, verbose: bool = False):
     _tried = True
     if os.environ.get("SPADE_KERNELS", "1") == "0":
         return None
-    directory = build_dir()
-    if not build and not any(directory.glob("spade_kernels*.so")):
-        return None
-    try:
-        from torch.utils.cpp_extension import load as load_extension
+    from torch.utils.cpp_extension import load as load_extension
 
-        directory.mkdir(parents=True, exist_ok=True)
-        _module = load_extension(name="spade_kernels", sources=[str(_SOURCE)], build_directory=str(directory),
-                                 extra_cflags=["-O3", "-fopenmp"], verbose=verbose)
-    except Exception as error:  # no compiler, no ninja: the PyTorch path stays
-        if build:
-            print(f"spadegan: the compiled SPADE kernel did not build ({error}); the PyTorch path is used",
-                  file=sys.stderr)
-        _module = None
-    return _module
+    errors = []
+    for name, flags in _FLAVOURS:
+        directory = build_dir() / name
+        if not build and not (directory / f"{name}.so").is_file():
+            continue
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            _module = load_extension(name=name, sources=[str(_SOURCE)], build_directory=str(directory),
+                                     extra_cflags=flags, verbose=verbose)
+            return _module
+        except Exception as error:  # no compiler, no ninja, no OpenMP: the next flavour, else PyTorch's ops
+            errors.append(f"{name}: {error}")
+    if build:
+        print(f"spadegan: the compiled SPADE kernel did not build ({'; '.join(errors)}); the PyTorch path is used",
+              file=sys.stderr)
+    return None
 
 
 def usable(x: torch.Tensor, rows: torch.Tensor | None = None) -> bool:
@@ -113,4 +124,5 @@ def modulate_pair(x: torch.Tensor, upsample: bool, pixel_row: torch.Tensor, firs
 
 if __name__ == "__main__":
     module = load(build=True, verbose="-v" in sys.argv)
-    print(f"spadegan: compiled SPADE kernel {'ready in ' + str(build_dir()) if module else 'not available'}")
+    where = f"ready in {build_dir() / module.__name__}" if module else "not available"
+    print(f"spadegan: compiled SPADE kernel {where}")
