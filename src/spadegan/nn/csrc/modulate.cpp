@@ -179,8 +179,9 @@ std::vector<torch::Tensor> modulate_pair(torch::Tensor x, bool upsample, torch::
 // The channel-major form for training (x contiguous NCHW, the layout the training convs keep):
 // one task per (image, channel) plane, which reads the plane's scale and shift from one row each of
 // the transposed table rows_t (2C x R: row c the scales of channel c, row C + c its shifts), so the
-// R values it looks up stay in cache. out = x * s + t, then the leaky ReLU: the arithmetic of
-// PyTorch's addcmul and leaky_relu, bit for bit.
+// R values it looks up stay in cache. out = x * s + t, the product rounded and then the sum
+// (PyTorch's addcmul rounds once where ATen uses FMA: the two differ by rounding), then the leaky
+// ReLU as PyTorch's leaky_relu computes it.
 SPADE_CLONES
 static void modulate_plane(const float* __restrict__ x, const float* __restrict__ scale,
                            const float* __restrict__ shift, const int64_t* __restrict__ index,
