@@ -319,20 +319,14 @@ std::vector<torch::Tensor> modulate_planes_backward(torch::Tensor grad, torch::T
   float* gr = need_rows ? grad_rows_t.data_ptr<float>() : nullptr;
   at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
+      const float* scale = table + c * num_rows;
+      float* sum_scale = gr ? gr + c * num_rows : nullptr;
+      float* sum_shift = gr ? gr + (channels + c) * num_rows : nullptr;
       for (int64_t image = 0; image < n; ++image) {
         const int64_t plane = (image * channels + c) * pixels;
-        float* sum_scale = gr ? gr + c * num_rows : nullptr;
-        float* sum_shift = gr ? gr + (channels + c) * num_rows : nullptr;
-        float* plane_gx = gx ? gx + plane : nullptr;
-        const float* scale = table + c * num_rows;
-        const int64_t* rows_of = index + image * pixels;
-        if (os) {
-          modulate_plane_backward_for<true>(need_x, need_rows, gs + plane, xs + plane, os + plane, scale, rows_of,
-                                            plane_gx, sum_scale, sum_shift, pixels, slope);
-        } else {
-          modulate_plane_backward_for<false>(need_x, need_rows, gs + plane, xs + plane, nullptr, scale, rows_of,
-                                             plane_gx, sum_scale, sum_shift, pixels, slope);
-        }
+        const auto backward = os ? modulate_plane_backward_for<true> : modulate_plane_backward_for<false>;
+        backward(need_x, need_rows, gs + plane, xs + plane, os ? os + plane : nullptr, scale, index + image * pixels,
+                 gx ? gx + plane : nullptr, sum_scale, sum_shift, pixels, slope);
       }
     }
   });
