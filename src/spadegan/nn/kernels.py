@@ -13,6 +13,7 @@ it is not built, the PyTorch ops compute the same thing (tests hold them equal).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -41,6 +42,35 @@ def build_dir() -> Path:
 _FLAVOURS = (("spade_kernels", ["-O3", "-fopenmp"]), ("spade_kernels_serial", ["-O3"]))
 
 
+@contextlib.contextmanager
+def _exclusive(directory: Path):
+    """Holds an OS lock on ``directory`` while cpp_extension checks or builds the kernel there.
+
+    cpp_extension marks a build in progress with a ``lock`` file and has every other process wait
+    for it to disappear, with no time limit and no message. A build that is killed (Ctrl-C during
+    the set-up, a lost terminal) leaves that file behind, and every later command would wait
+    forever. The OS lock taken here dies with its holder, so whoever holds it knows that no build
+    is running in the folder: a ``lock`` file found then is a leftover, and is removed.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): cpp_extension's own file is the only guard
+        yield
+        return
+    with open(directory / "build.flock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"spadegan: waiting for another process to build the compiled SPADE kernel in {directory}",
+                  file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (directory / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def load(build: bool = False, verbose: bool = False):
     """The compiled module, or None. Builds it only when ``build`` (the set-up does); otherwise
     loads a build that is already there."""
@@ -59,8 +89,9 @@ def load(build: bool = False, verbose: bool = False):
             continue
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            _module = load_extension(name=name, sources=[str(_SOURCE)], build_directory=str(directory),
-                                     extra_cflags=flags, verbose=verbose)
+            with _exclusive(directory):
+                _module = load_extension(name=name, sources=[str(_SOURCE)], build_directory=str(directory),
+                                         extra_cflags=flags, verbose=verbose)
             return _module
         except Exception as error:  # no compiler, no ninja, no OpenMP: the next flavour, else PyTorch's ops
             errors.append(f"{name}: {error}")
