@@ -25,11 +25,11 @@ def _semantics(batch: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.numeric
-@pytest.mark.parametrize("z_dim, z_modulation", [(None, False), (8, False), (8, True)])
-def test_onnx_matches_pytorch(tmp_path, z_dim, z_modulation):
+@pytest.mark.parametrize("z_dim, modulation", [(None, None), (8, None), (8, "z_modulation"), (8, "class_modulation")])
+def test_onnx_matches_pytorch(tmp_path, z_dim, modulation):
     torch.manual_seed(0)
     config = ModelConfig(SemanticsConfig(5, True, True), GeneratorConfig(ngf=4, crop_size=64, z_dim=z_dim, spade_hidden=16,
-                                                                         z_modulation=z_modulation))
+                                                                         **({modulation: True} if modulation else {})))
     generator = well_conditioned_(build_networks(config, init_type=None).generator)
     with torch.no_grad():  # a train-mode pass, so BatchNorm statistics and spectral vectors are not initial
         generator.train()(_semantics(2, 0), None if z_dim is None else torch.randn(2, z_dim))

@@ -253,9 +253,53 @@ def test_z_modulation_starts_as_the_identity_and_then_carries_the_code():
     check_error("z modulation: fast vs reference path, float64", max_abs_diff(fast, reference), FLOAT64_REL)
 
 
+@pytest.mark.numeric
+def test_class_modulation_gives_each_class_its_own_scale_and_shift():
+    """--class_modulation: x·(1 + a(z, c)) + b(z, c) with c each pixel's class, as written out per
+    pixel in float64; zero at the start (the generator without it, exactly); in the generator it
+    reaches the picture in the fast and the reference path alike."""
+    from spadegan.nn.class_modulation import ClassModulation
+
+    torch.manual_seed(0)
+    layer = ClassModulation(z_dim=8, label_channels=5, channels=3).double().requires_grad_(False)
+    x, z = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
+    seg = _seg(h=8, w=8).double()  # half the features' size: resized nearest, as SPADE does
+    assert torch.equal(layer(x, seg, z), x)
+    torch.nn.init.normal_(layer.rows.weight, std=0.3)
+    torch.nn.init.normal_(layer.rows.bias, std=0.3)
+    rows = layer.rows(z).view(2, 5, 6)
+    classes = seg.argmax(1).repeat_interleave(2, 1).repeat_interleave(2, 2)  # N×16×16
+    expected = torch.empty_like(x)
+    for n in range(2):
+        for i in range(16):
+            for j in range(16):
+                scale, shift = rows[n, classes[n, i, j], :3], rows[n, classes[n, i, j], 3:]
+                expected[n, :, i, j] = x[n, :, i, j] * (1 + scale) + shift
+    check_error("class modulation, float64", max_abs_diff(layer(x, seg, z), expected), FLOAT64_REL)
+
+    plain = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=8, norm="spectralspadebatch3x3", spade_hidden=8)
+    modulated = SPADEGenerator(5, ngf=2, crop_size=32, z_dim=8, norm="spectralspadebatch3x3", spade_hidden=8,
+                               class_modulation=True)
+    missing, unexpected = modulated.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("class_modulation.") for key in missing)
+    plain.eval().double()
+    modulated.eval().double()
+    seg = _seg().double()
+    with torch.no_grad():
+        assert torch.equal(plain(seg, z), modulated(seg, z))
+        torch.nn.init.normal_(modulated.class_modulation.rows.weight, std=0.3)
+        fast = modulated(seg, z)
+        modulated.fast_spade = False
+        reference = modulated(seg, z)
+    assert not torch.allclose(fast, plain(seg, z), atol=1e-3)
+    check_error("class modulation: fast vs reference path, float64", max_abs_diff(fast, reference), FLOAT64_REL)
+
+
 def test_z_modulation_needs_a_code():
     with pytest.raises(ValueError, match="z_modulation needs a latent code"):
         SPADEGenerator(5, ngf=2, crop_size=32, norm="spadeinstance3x3", spade_hidden=8, z_modulation=True)
+    with pytest.raises(ValueError, match="class_modulation needs a latent code"):
+        SPADEGenerator(5, ngf=2, crop_size=32, norm="spadeinstance3x3", spade_hidden=8, class_modulation=True)
 
 
 @pytest.mark.numeric

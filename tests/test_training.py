@@ -421,6 +421,30 @@ def test_init_from_adds_the_z_modulation_exactly(tmp_path):
     assert config.model.generator.z_modulation
 
 
+def test_init_from_adds_the_class_modulation_exactly(tmp_path):
+    """A model trained without --class_modulation continues with it, painting exactly what the
+    source painted; the option needs the image encoder and survives the checkpoint's opt.txt."""
+    from spadegan.config import EncoderConfig, model_config_from_options, options_from_model_config
+
+    run = tiny_run(tmp_path / "plain", max_steps=1)
+    run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8),
+                                     encoder=EncoderConfig(ndf=4, num_layers=5, latent_dim=8)))
+    source = train(run, progress=False).checkpoint
+    modulated = replace(run.model, generator=replace(run.model.generator, class_modulation=True))
+    networks = loop.build_networks(modulated, "xavier", 0.02)
+    loop.warm_start(networks, None, source)
+    assert all(not p.detach().any() for p in networks.generator.class_modulation.parameters())
+    theirs = load_checkpoint(source, with_training_state=False).networks.generator.eval()
+    torch.manual_seed(1)
+    semantics = one_hot(torch.randint(0, 182, (1, 1, 64, 64)), 184, False)
+    z = torch.randn(1, 8)
+    with torch.no_grad():
+        assert torch.equal(networks.generator.eval()(semantics, z), theirs(semantics, z))
+    assert model_config_from_options(options_from_model_config(modulated)).generator.class_modulation
+    with pytest.raises(SystemExit, match="--class_modulation needs the SPADE generator with the image encoder"):
+        run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--class_modulation"]))
+
+
 def test_pooled_l1_term_reaches_the_encoder():
     """--lambda_l1 adds an 'L1' generator term (the fake vs the real image, pooled by
     --l1_downsample) whose gradient reaches the image encoder through z; off by default, as in
@@ -451,14 +475,15 @@ def test_pooled_l1_term_reaches_the_encoder():
         run_config_from_args(parser.parse_args(base + ["--lambda_l1", "5", "--l1_downsample", "0"]))
 
 
-def test_freeze_generator_trains_only_the_z_modulation(tmp_path):
-    """--freeze_generator: the generator's own weights stay as they were, its z-modulation layers
-    and the encoder train; it needs the modulation (it would leave nothing of G to train) and
+@pytest.mark.parametrize("modulation", ["z_modulation", "class_modulation"])
+def test_freeze_generator_trains_only_the_modulation(tmp_path, modulation):
+    """--freeze_generator: the generator's own weights stay as they were, its modulation layers
+    and the encoder train; it needs a modulation (it would leave nothing of G to train) and
     the region term needs the encoder."""
     from spadegan.config import EncoderConfig
 
     run = tiny_run(tmp_path / "frozen", max_steps=2, freeze_generator=True)
-    run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8, z_modulation=True),
+    run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8, **{modulation: True}),
                                      encoder=EncoderConfig(ndf=4, num_layers=5, latent_dim=8)),
                   loss=replace(run.loss, lambda_region=10.0))
     torch.manual_seed(run.train.seed)
@@ -467,10 +492,10 @@ def test_freeze_generator_trains_only_the_z_modulation(tmp_path):
     after = load_checkpoint(result.checkpoint, with_training_state=False).networks
     initial = dict(before.generator.state_dict())
     changed = {name for name, p in after.generator.named_parameters() if not torch.equal(p, initial[name])}
-    assert changed and all(name.startswith("z_modulation.") for name in changed), sorted(changed)[:5]
+    assert changed and all(name.startswith(f"{modulation}.") for name in changed), sorted(changed)[:5]
     assert any(not torch.equal(p, q) for p, q in zip(after.encoder.parameters(), before.encoder.parameters()))
     parser = build_parser()
-    with pytest.raises(SystemExit, match="--freeze_generator trains only the z-modulation layers"):
+    with pytest.raises(SystemExit, match="--freeze_generator trains only the modulation layers"):
         run_config_from_args(parser.parse_args(["train", "--dataroot", "x", "--use_vae", "--freeze_generator"]))
     with pytest.raises(SystemExit, match="--lambda_region needs the image encoder"):
         run_config_from_args(parser.parse_args(["train", "--dataroot", "x", "--lambda_region", "1"]))

@@ -47,7 +47,8 @@ OFFICIAL_DEFAULTS: dict[str, Any] = {
 _BOOL_OPTIONS_WITH_NONE_DEFAULT = {"isTrain"}
 # Options of ours that the official code does not have (written to opt.txt only when they differ
 # from the official behaviour, so official-compatible models keep an official-looking opt.txt).
-EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128, "z_modulation": False, "upsample": "nearest",
+EXTENSION_DEFAULTS: dict[str, Any] = {"spade_hidden": 128, "z_modulation": False, "class_modulation": False,
+                                      "upsample": "nearest",
                                       "norm_mode": "spade"}  # norm_mode: the official CLADE code's option
 
 
@@ -131,6 +132,7 @@ class GeneratorConfig:
     z_dim: int | None = None                 # None: no image encoder, start from the label map (oasis: no 3-D noise)
     spade_hidden: int = 128                  # SPADE label network width (official: fixed 128)
     z_modulation: bool = False               # z also modulates every block's input (ours; official: off)
+    class_modulation: bool = False           # z modulates the last block's output per class (ours; official: off)
     upsample: Literal["nearest", "bilinear"] = "nearest"  # the features' 2× upsampling (official: nearest)
     norm_mode: Literal["spade", "clade"] = "spade"  # CLADE (Tan et al.): γ, β per class instead of a label network
     resnet_n_downsample: int = 4
@@ -206,6 +208,7 @@ def model_config_from_options(options: dict[str, Any], with_discriminator: bool 
                else None if net != "oasis" or options.get("no_3dnoise") else _option(options, "z_dim")),
         spade_hidden=_option(options, "spade_hidden"),
         z_modulation=bool(_option(options, "z_modulation")) and use_vae and net == "spade",
+        class_modulation=bool(_option(options, "class_modulation")) and use_vae and net == "spade",
         upsample=_option(options, "upsample") if net == "spade" else "nearest",
         norm_mode=_option(options, "norm_mode") if net == "spade" else "spade",
         **{name: _option(options, name) for name in ("resnet_n_downsample", "resnet_n_blocks",
@@ -242,6 +245,8 @@ def options_from_model_config(config: ModelConfig) -> dict[str, Any]:
         options["spade_hidden"] = g.spade_hidden
     if g.z_modulation:
         options["z_modulation"] = True
+    if g.class_modulation:
+        options["class_modulation"] = True
     if g.upsample != EXTENSION_DEFAULTS["upsample"]:
         options["upsample"] = g.upsample
     if g.norm_mode != EXTENSION_DEFAULTS["norm_mode"]:

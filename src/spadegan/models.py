@@ -31,7 +31,8 @@ def build_generator(config: GeneratorConfig, semantics: SemanticsConfig) -> nn.M
                               aspect_ratio=config.aspect_ratio,
                               num_upsampling_layers=config.num_upsampling_layers, z_dim=config.z_dim,
                               norm=config.norm_G, spade_hidden=config.spade_hidden,
-                              z_modulation=config.z_modulation, upsample=config.upsample,
+                              z_modulation=config.z_modulation, class_modulation=config.class_modulation,
+                              upsample=config.upsample,
                               norm_mode=config.norm_mode, instance_edges=semantics.use_instance)
     if config.netG == "oasis":
         spec = parse_norm_spec(config.norm_G)

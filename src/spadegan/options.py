@@ -93,9 +93,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     ours.add_argument("--z_modulation", action="store_true",
                       help="the style code also scales and shifts every generator block's input, per channel "
                            "(FiLM, zero at the start; needs --use_vae; official: only through the first layer)")
+    ours.add_argument("--class_modulation", action="store_true",
+                      help="the style code also scales and shifts the last block's output by an amount of its own "
+                           "per class (zero at the start; needs --use_vae): a style's colour and contrast per class")
     ours.add_argument("--freeze_generator", action="store_true",
-                      help="the generator's weights stay fixed except its z-modulation layers (with --init_from: "
-                           "teach a trained generator to follow its code without relearning what it paints)")
+                      help="the generator's weights stay fixed except its z- and class-modulation layers (with "
+                           "--init_from: teach a trained generator to follow its code without relearning what it "
+                           "paints)")
     ours.add_argument("--upsample", choices=["nearest", "bilinear"], default="nearest",
                       help="how the SPADE generator upsamples its features 2x between blocks (official: nearest, "
                            "whose blocks show as edges in flat regions; the label maps stay nearest)")
@@ -191,6 +195,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         options.update(infer_label_options(options, dontcare_given="contain_dontcare_label" in given))
     options["spade_hidden"] = args.spade_hidden
     options["z_modulation"] = args.z_modulation
+    options["class_modulation"] = args.class_modulation
     options["upsample"] = args.upsample
     options["norm_mode"] = args.norm_mode
     options["no_3dnoise"] = args.no_3dnoise
@@ -220,10 +225,12 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         raise SystemExit("--latent_trains_encoder needs the latent regression term (--lambda_latent > 0)")
     if args.init_fresh and not args.init_from:
         raise SystemExit("--init_fresh needs --init_from (the networks it names would start fresh anyway)")
-    if args.z_modulation and not (o["use_vae"] and o["netG"] == "spade"):
-        raise SystemExit("--z_modulation needs the SPADE generator with the image encoder (--netG spade --use_vae)")
-    if args.freeze_generator and not args.z_modulation:
-        raise SystemExit("--freeze_generator trains only the z-modulation layers: it needs --z_modulation")
+    for name in ("z_modulation", "class_modulation"):
+        if getattr(args, name) and not (o["use_vae"] and o["netG"] == "spade"):
+            raise SystemExit(f"--{name} needs the SPADE generator with the image encoder (--netG spade --use_vae)")
+    if args.freeze_generator and not (args.z_modulation or args.class_modulation):
+        raise SystemExit("--freeze_generator trains only the modulation layers: it needs --z_modulation or "
+                         "--class_modulation")
     loss = LossConfig(gan_mode=o["gan_mode"], lambda_feat=o["lambda_feat"], lambda_vgg=o["lambda_vgg"],
                       lambda_kld=o["lambda_kld"], no_ganFeat_loss=o["no_ganFeat_loss"],
                       no_vgg_loss=o["no_vgg_loss"], vgg_path=args.vgg_path,

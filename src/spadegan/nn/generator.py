@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .class_modulation import ClassModulation
 from .fast_spade import LabelNetworkCache, label_maps_from_semantics, resnet_block_fast
 from .init import ZeroInitLinear
 from .norm import NormSpec, add_norm, parse_norm_spec
@@ -51,6 +52,7 @@ class SPADEGenerator(nn.Module):
         norm: NormSpec | str = "spectralspadesyncbatch3x3",
         spade_hidden: int = 128,             # width of SPADE's label network (official: 128)
         z_modulation: bool = False,          # z also scales and shifts every block's input (ours)
+        class_modulation: bool = False,      # z scales and shifts the last block's output per class (ours)
         upsample: str = "nearest",           # features' 2× upsampling: "nearest" (official) or "bilinear"
         norm_mode: str = "spade",            # "clade": class-adaptive normalization in every block
         instance_edges: bool = False,        # the semantic map's last channel holds instance edges
@@ -102,6 +104,9 @@ class SPADEGenerator(nn.Module):
             self.z_modulation = nn.ModuleList(ZeroInitLinear(z_dim, 2 * width) for width in widths + [final_nc])
         else:
             self.z_modulation = None
+        if class_modulation and z_dim is None:
+            raise ValueError("class_modulation needs a latent code (z_dim)")
+        self.class_modulation = ClassModulation(z_dim, label_channels, final_nc) if class_modulation else None
         # The exact fast computation of γ and β (spadegan.nn.fast_spade) for one-hot input; the
         # reference path stays selectable (``fast_spade = False``). Neither the switch nor the
         # tables kept for inference are part of the state dict.
@@ -160,6 +165,8 @@ class SPADEGenerator(nn.Module):
                 x = block(x, seg, upsample=upsample)
         if self.z_modulation is not None:
             x = self.modulate(x, self.z_modulation[-1], z)
+        if self.class_modulation is not None:
+            x = self.class_modulation(x, seg, z)
         # x is the last block's fresh output: at inference the ReLU may overwrite it.
         x = F.leaky_relu_(x, 0.2) if not torch.is_grad_enabled() else F.leaky_relu(x, 0.2)
         return torch.tanh(self.conv_img(x))

@@ -2,8 +2,9 @@
 
 Fine-tuning, not resuming: the new run has its own options, a fresh step count and fresh
 optimizers; only the weights come over. The architectures must match parameter for parameter,
-with two exceptions. The generator's z modulation (``--z_modulation``) starts at zero, where the
-generator computes what it did without it, so a model trained without it continues exactly. And the parameter-free normalization of the generator: instance norm and batch
+with two exceptions. The generator's z and class modulations (``--z_modulation``,
+``--class_modulation``) start at zero, where the generator computes what it did without them, so a
+model trained without them continues exactly. And the parameter-free normalization of the generator: instance norm and batch
 norm have the same parameters (none in SPADE, Eq. 1 takes γ and β from the label map), and differ
 only in BatchNorm's running statistics. So a model trained with instance norm at batch 1 can go
 on with batch norm at a larger batch, where the per-image statistics that instance norm erases
@@ -24,8 +25,8 @@ from ..models import Networks
 
 _NORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 # Layers that start at zero and leave the network's function as it was: a source without them
-# is continued exactly (the generator's z modulation).
-_IDENTITY_AT_START = ("z_modulation.",)
+# is continued exactly (the generator's z and class modulations).
+_IDENTITY_AT_START = ("z_modulation.", "class_modulation.")
 
 
 def _source_networks(path: Path) -> tuple[Networks, nn.Module | None]:
@@ -93,10 +94,10 @@ def warm_start(networks: Networks, ema_generator: nn.Module | None, path: str | 
 
 
 def freeze_all_but_modulation(generator: nn.Module) -> None:
-    """Hold the generator's weights fixed except its z-modulation layers: a fine-tune that
-    teaches a trained generator to follow its code without relearning what it paints (the
+    """Hold the generator's weights fixed except its z- and class-modulation layers: a fine-tune
+    that teaches a trained generator to follow its code without relearning what it paints (the
     layers start at zero, so it starts as the trained generator exactly)."""
-    if getattr(generator, "z_modulation", None) is None:
-        raise ValueError("freezing the generator leaves nothing to train without --z_modulation")
+    if getattr(generator, "z_modulation", None) is None and getattr(generator, "class_modulation", None) is None:
+        raise ValueError("freezing the generator leaves nothing to train without --z_modulation or --class_modulation")
     for name, parameter in generator.named_parameters():
         parameter.requires_grad_(name.startswith(_IDENTITY_AT_START))
