@@ -12,7 +12,10 @@
 # of a reconstruction term, which teaches the encoder to read pictures, and latent regression,
 # which makes the generator show the code), zmod_l1 (l1 with --z_modulation: the code also scales
 # and shifts every generator block's input), zmod_l1_lat (zmod_l1 with latent regression that
-# also trains the encoder, --lambda_latent 1 --latent_trains_encoder). Runs resume where they stopped
+# also trains the encoder, --lambda_latent 1 --latent_trains_encoder), class_frozen (a trained generator
+# held fixed while a per-class modulation by the code and the encoder learn to follow the references'
+# colours: --class_modulation --freeze_generator, the region and latent terms, KL weight 0.002; needs
+# FROM, with FRESH=encoder EXTRA="--norm_E spectral"). Runs resume where they stopped
 # (--continue_train), so MINUTES may be given again to train further.
 #
 # Environment: SPADE (the command, default `spadegan`), SIZE (default 64), LOAD_SIZE (default
@@ -62,7 +65,9 @@ for recipe in "${recipes[@]}"; do
         l1_latent) terms=(--lambda_l1 10 --l1_downsample 8 --lambda_latent 1) ;;
         zmod_l1) terms=(--lambda_l1 10 --l1_downsample 8 --z_modulation) ;;
         zmod_l1_lat) terms=(--lambda_l1 10 --l1_downsample 8 --z_modulation --lambda_latent 1 --latent_trains_encoder) ;;
-        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1, l1_latent, zmod_l1, zmod_l1_lat)" >&2
+        class_frozen) terms=(--class_modulation --freeze_generator --lambda_region 10 --lambda_latent 1
+                             --latent_trains_encoder --lambda_kld 0.002 --ema_decay 0.99) ;;
+        *) echo "unknown recipe $recipe (baseline, latent, latent_ms, l1, l1_latent, zmod_l1, zmod_l1_lat, class_frozen)" >&2
            exit 2 ;;
     esac
     resume=()
