@@ -385,27 +385,30 @@ def test_init_from_fine_tunes_with_another_norm(tmp_path):
         loop.warm_start(networks, None, tmp_path)
 
 
-def test_init_from_adds_the_z_modulation_exactly(tmp_path):
-    """A model trained without --z_modulation continues with it: the new layers start at zero
-    (the official initialization leaves them so), and the warm-started generator paints exactly
-    what the source painted, for the same code."""
-    from spadegan.config import EncoderConfig
+@pytest.mark.parametrize("modulation", ["z_modulation", "class_modulation"])
+def test_init_from_adds_a_modulation_exactly(tmp_path, modulation):
+    """A model trained without --z_modulation (--class_modulation) continues with it: the new
+    layers start at zero (the official initialization leaves them so), and the warm-started
+    generator paints exactly what the source painted, for the same code; the option needs the
+    image encoder and survives the checkpoint's opt.txt."""
+    from spadegan.config import EncoderConfig, model_config_from_options, options_from_model_config
 
     run = tiny_run(tmp_path / "plain", max_steps=1)
     run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8),
                                      encoder=EncoderConfig(ndf=4, num_layers=5, latent_dim=8)))
     source = train(run, progress=False).checkpoint
-    modulated = replace(run.model, generator=replace(run.model.generator, z_modulation=True))
+    modulated = replace(run.model, generator=replace(run.model.generator, **{modulation: True}))
     networks = loop.build_networks(modulated, "xavier", 0.02)
     report = loop.warm_start(networks, None, source)
     assert any("tensors fresh" in line for line in report)
-    assert all(not p.detach().any() for p in networks.generator.z_modulation.parameters())
+    assert all(not p.detach().any() for p in getattr(networks.generator, modulation).parameters())
     theirs = load_checkpoint(source, with_training_state=False).networks.generator.eval()
     torch.manual_seed(1)
     semantics = one_hot(torch.randint(0, 182, (1, 1, 64, 64)), 184, False)
     z = torch.randn(1, 8)
     with torch.no_grad():
         assert torch.equal(networks.generator.eval()(semantics, z), theirs(semantics, z))
+    assert getattr(model_config_from_options(options_from_model_config(modulated)).generator, modulation)
     # an encoder of another norm (no instance norm: it keeps the colour statistics) starts fresh
     # when asked to, and is an error otherwise
     other_encoder = replace(modulated, encoder=replace(modulated.encoder, norm_E="spectral"))
@@ -415,34 +418,10 @@ def test_init_from_adds_the_z_modulation_exactly(tmp_path):
     assert "encoder: fresh (--init_fresh)" in report and any(line.startswith("generator: from") for line in report)
     with pytest.raises(SystemExit, match="--init_fresh needs --init_from"):
         run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--init_fresh", "encoder"]))
-    with pytest.raises(SystemExit, match="--z_modulation needs the SPADE generator with the image encoder"):
-        run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--z_modulation"]))
-    config = run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--use_vae", "--z_modulation"]))
-    assert config.model.generator.z_modulation
-
-
-def test_init_from_adds_the_class_modulation_exactly(tmp_path):
-    """A model trained without --class_modulation continues with it, painting exactly what the
-    source painted; the option needs the image encoder and survives the checkpoint's opt.txt."""
-    from spadegan.config import EncoderConfig, model_config_from_options, options_from_model_config
-
-    run = tiny_run(tmp_path / "plain", max_steps=1)
-    run = replace(run, model=replace(run.model, generator=replace(run.model.generator, z_dim=8),
-                                     encoder=EncoderConfig(ndf=4, num_layers=5, latent_dim=8)))
-    source = train(run, progress=False).checkpoint
-    modulated = replace(run.model, generator=replace(run.model.generator, class_modulation=True))
-    networks = loop.build_networks(modulated, "xavier", 0.02)
-    loop.warm_start(networks, None, source)
-    assert all(not p.detach().any() for p in networks.generator.class_modulation.parameters())
-    theirs = load_checkpoint(source, with_training_state=False).networks.generator.eval()
-    torch.manual_seed(1)
-    semantics = one_hot(torch.randint(0, 182, (1, 1, 64, 64)), 184, False)
-    z = torch.randn(1, 8)
-    with torch.no_grad():
-        assert torch.equal(networks.generator.eval()(semantics, z), theirs(semantics, z))
-    assert model_config_from_options(options_from_model_config(modulated)).generator.class_modulation
-    with pytest.raises(SystemExit, match="--class_modulation needs the SPADE generator with the image encoder"):
-        run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--class_modulation"]))
+    with pytest.raises(SystemExit, match=f"--{modulation} needs the SPADE generator with the image encoder"):
+        run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", f"--{modulation}"]))
+    config = run_config_from_args(build_parser().parse_args(["train", "--dataroot", "x", "--use_vae", f"--{modulation}"]))
+    assert getattr(config.model.generator, modulation)
 
 
 def test_pooled_l1_term_reaches_the_encoder():
